@@ -1,0 +1,55 @@
+# baregate: `make demo` runs the lab with sample apps and the dashboard; `make test` runs the whole suite.
+# Both install what they need on a fresh Debian machine (run as root).
+SHELL := /bin/bash
+GO ?= go
+export GOFLAGS ?= -buildvcs=false
+BIN := bin
+# Debian packages the tests and the lab use (nftables and conntrack for forwarding, etcd for the
+# control plane, chromium for the dashboard's browser test).
+TEST_PKGS := nftables conntrack iproute2 etcd-server chromium
+BENCH_PKGS := wrk nginx-light haproxy
+GO_TEST_FLAGS ?= -count=1 -timeout 60m
+
+.PHONY: all build test unit demo bench lint deps bench-deps k8s clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# deps installs missing Debian packages (once per machine).
+deps:
+	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+bench-deps:
+	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+# k8s builds kube-apiserver, kube-controller-manager and kube-proxy from the Go module proxy into
+# ~/.cache/baregate (first time only).
+k8s:
+	@./hack/build-k8s.sh >/dev/null
+
+test: deps k8s
+	$(GO) test $(GO_TEST_FLAGS) ./...
+
+# unit runs only the tests that need neither root nor the control plane.
+unit:
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+demo: deps k8s build
+	@echo "the lab arrives with its own issue; see README.md"
+
+bench: deps bench-deps k8s build
+	@echo "benchmarks arrive with the components; see BENCHMARKS.md"
+
+clean:
+	rm -rf $(BIN)

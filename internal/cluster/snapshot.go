@@ -1,0 +1,331 @@
+package cluster
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Names baregate answers to in the API (see shared/DESIGN.md).
+const (
+	// IngressController is the spec.controller of IngressClasses baregate serves.
+	IngressController = "baregate.io/ingress"
+	// LoadBalancerClass is the spec.loadBalancerClass baregate serves besides the unset default.
+	LoadBalancerClass = "baregate.io/lb"
+	// LegacyIngressClassAnnotation is the pre-IngressClass way to pick a controller, by class name.
+	LegacyIngressClassAnnotation = "kubernetes.io/ingress.class"
+	// DefaultIngressClassAnnotation marks the IngressClass used by Ingresses that name none.
+	DefaultIngressClassAnnotation = "ingressclass.kubernetes.io/is-default-class"
+)
+
+// Snapshot is one consistent, read-only view of the cluster as this node's gateway sees it. Every
+// object it points to is shared with the informer caches and with other components: never mutate one.
+type Snapshot struct {
+	// Generation increases by one with each snapshot the gateway builds.
+	Generation uint64
+	// Taken is when the snapshot was built.
+	Taken time.Time
+	// NodeName is the node this gateway runs on.
+	NodeName string
+
+	// Services holds every Service (all types and classes: forwarding needs them all), sorted by key.
+	Services []*Service
+	// Nodes by name.
+	Nodes map[string]*corev1.Node
+	// Pods by key; only pods the gateway watches (those backing endpoints may be missing on big clusters).
+	Pods map[types.NamespacedName]*corev1.Pod
+
+	// Ingresses holds only the Ingresses baregate serves, sorted by creation time then key, so that on a
+	// conflict the oldest comes first.
+	Ingresses []*networkingv1.Ingress
+	// IngressClasses holds only the classes whose controller is IngressController.
+	IngressClasses []*networkingv1.IngressClass
+	// Secrets holds the Secrets that served Ingresses reference (TLS certificates), by key.
+	Secrets map[types.NamespacedName]*corev1.Secret
+
+	// Pools and L2Advertisements are MetalLB's objects; empty when those CRDs are not installed.
+	Pools            []*metallbv1beta1.IPAddressPool
+	L2Advertisements []*metallbv1beta1.L2Advertisement
+
+	// LiveNodes is the gossip's view of which nodes run a live gateway. Nil means no view yet (no gossip
+	// running), in which case every node counts as live.
+	LiveNodes map[string]bool
+
+	byKey map[types.NamespacedName]*Service
+}
+
+// Service is a Service with the EndpointSlices that belong to it, resolved.
+type Service struct {
+	*corev1.Service
+	// Slices are the EndpointSlices labelled with this Service's name, sorted by name.
+	Slices []*discoveryv1.EndpointSlice
+	// Endpoints flattens Slices: one entry per address family and endpoint, duplicates (the same
+	// address in two slices during a slice move) merged, sorted by address.
+	Endpoints []Endpoint
+}
+
+// Key is the Service's namespace/name.
+func (s *Service) Key() types.NamespacedName {
+	return types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+}
+
+// Endpoint is one backend address of a Service.
+type Endpoint struct {
+	Addr netip.Addr
+	// Ports are the ports of the slice the endpoint came from: a named target port can resolve to
+	// different numbers on different endpoints, so ports belong to the endpoint, not the Service.
+	Ports    []discoveryv1.EndpointPort
+	NodeName string
+	Zone     string
+	// ZoneHints are the topology hints' zones; empty when the slice carries none.
+	ZoneHints []string
+	// Ready, Serving and Terminating are the EndpointConditions with the API's defaults applied
+	// (an unset ready or serving means true, an unset terminating false).
+	Ready, Serving, Terminating bool
+	// Pod is the backing Pod, when the target is a Pod.
+	Pod *types.NamespacedName
+}
+
+// Port returns the endpoint's port number for the Service port named name (empty for the single
+// unnamed port) and protocol, and whether the slice lists it.
+func (e *Endpoint) Port(name string, proto corev1.Protocol) (int32, bool) {
+	for _, p := range e.Ports {
+		pn, pp := "", corev1.ProtocolTCP
+		if p.Name != nil {
+			pn = *p.Name
+		}
+		if p.Protocol != nil {
+			pp = *p.Protocol
+		}
+		if pn == name && pp == proto && p.Port != nil {
+			return *p.Port, true
+		}
+	}
+	return 0, false
+}
+
+// Service returns the Service with this key, or nil.
+func (s *Snapshot) Service(key types.NamespacedName) *Service {
+	return s.byKey[key]
+}
+
+// NodeLive reports whether the gossip considers node's gateway live (true when there is no gossip view).
+func (s *Snapshot) NodeLive(node string) bool {
+	if s.LiveNodes == nil {
+		return true
+	}
+	return s.LiveNodes[node]
+}
+
+// LoadBalancers returns the LoadBalancer Services whose IPs baregate allocates and announces: class
+// unset or LoadBalancerClass. Services of other load-balancer implementations are left out.
+func (s *Snapshot) LoadBalancers() []*Service {
+	var out []*Service
+	for _, svc := range s.Services {
+		if IsOurLoadBalancer(svc.Service) {
+			out = append(out, svc)
+		}
+	}
+	return out
+}
+
+// IsOurLoadBalancer reports whether svc is a LoadBalancer Service of baregate's class.
+func IsOurLoadBalancer(svc *corev1.Service) bool {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return false
+	}
+	return svc.Spec.LoadBalancerClass == nil || *svc.Spec.LoadBalancerClass == LoadBalancerClass
+}
+
+// Inputs is what a snapshot is built from: plain object lists, as listers return them.
+type Inputs struct {
+	NodeName         string
+	Services         []*corev1.Service
+	EndpointSlices   []*discoveryv1.EndpointSlice
+	Nodes            []*corev1.Node
+	Pods             []*corev1.Pod
+	Ingresses        []*networkingv1.Ingress
+	IngressClasses   []*networkingv1.IngressClass
+	Secrets          []*corev1.Secret
+	Pools            []*metallbv1beta1.IPAddressPool
+	L2Advertisements []*metallbv1beta1.L2Advertisement
+	LiveNodes        map[string]bool
+}
+
+// NewSnapshot resolves in into one consistent view: slices joined to their Services, Ingresses and
+// IngressClasses filtered to baregate's, Secrets filtered to those served Ingresses reference.
+func NewSnapshot(generation uint64, taken time.Time, in Inputs) *Snapshot {
+	s := &Snapshot{
+		Generation:       generation,
+		Taken:            taken,
+		NodeName:         in.NodeName,
+		Nodes:            make(map[string]*corev1.Node, len(in.Nodes)),
+		Pods:             make(map[types.NamespacedName]*corev1.Pod, len(in.Pods)),
+		Secrets:          map[types.NamespacedName]*corev1.Secret{},
+		Pools:            sortedByKey(in.Pools),
+		L2Advertisements: sortedByKey(in.L2Advertisements),
+		LiveNodes:        in.LiveNodes,
+		byKey:            make(map[types.NamespacedName]*Service, len(in.Services)),
+	}
+	for _, n := range in.Nodes {
+		s.Nodes[n.Name] = n
+	}
+	for _, p := range in.Pods {
+		s.Pods[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
+	}
+	for _, svc := range sortedByKey(in.Services) {
+		entry := &Service{Service: svc}
+		s.Services = append(s.Services, entry)
+		s.byKey[entry.Key()] = entry
+	}
+	for _, es := range in.EndpointSlices {
+		name := es.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		if svc := s.byKey[types.NamespacedName{Namespace: es.Namespace, Name: name}]; svc != nil {
+			svc.Slices = append(svc.Slices, es)
+		}
+	}
+	for _, svc := range s.Services {
+		slices.SortFunc(svc.Slices, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+		svc.Endpoints = flattenEndpoints(svc.Slices)
+	}
+
+	s.IngressClasses, s.Ingresses = servedIngresses(in.IngressClasses, in.Ingresses)
+	secrets := make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets))
+	for _, sec := range in.Secrets {
+		secrets[types.NamespacedName{Namespace: sec.Namespace, Name: sec.Name}] = sec
+	}
+	for _, ing := range s.Ingresses {
+		for _, tls := range ing.Spec.TLS {
+			key := types.NamespacedName{Namespace: ing.Namespace, Name: tls.SecretName}
+			if sec := secrets[key]; sec != nil && tls.SecretName != "" {
+				s.Secrets[key] = sec
+			}
+		}
+	}
+	return s
+}
+
+// servedIngresses returns baregate's IngressClasses and the Ingresses that select one of them: by
+// spec.ingressClassName, by the legacy annotation naming the class, or by naming none while one of
+// our classes is the cluster default.
+func servedIngresses(classes []*networkingv1.IngressClass, ingresses []*networkingv1.Ingress) ([]*networkingv1.IngressClass, []*networkingv1.Ingress) {
+	ours := map[string]bool{}
+	var ourClasses []*networkingv1.IngressClass
+	defaultIsOurs, otherDefault := false, false
+	for _, c := range sortedByKey(classes) {
+		isDefault := c.Annotations[DefaultIngressClassAnnotation] == "true"
+		if c.Spec.Controller != IngressController {
+			otherDefault = otherDefault || isDefault
+			continue
+		}
+		ours[c.Name] = true
+		ourClasses = append(ourClasses, c)
+		defaultIsOurs = defaultIsOurs || isDefault
+	}
+	// With several default classes the API server refuses class-less Ingresses unless one is ours;
+	// we serve them only when the default is unambiguously ours.
+	serveClassless := defaultIsOurs && !otherDefault
+
+	var served []*networkingv1.Ingress
+	for _, ing := range ingresses {
+		switch {
+		case ing.Spec.IngressClassName != nil:
+			if !ours[*ing.Spec.IngressClassName] {
+				continue
+			}
+		case ing.Annotations[LegacyIngressClassAnnotation] != "":
+			if !ours[ing.Annotations[LegacyIngressClassAnnotation]] {
+				continue
+			}
+		default:
+			if !serveClassless {
+				continue
+			}
+		}
+		served = append(served, ing)
+	}
+	slices.SortFunc(served, func(a, b *networkingv1.Ingress) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return ourClasses, served
+}
+
+func flattenEndpoints(slices_ []*discoveryv1.EndpointSlice) []Endpoint {
+	seen := map[netip.Addr]int{}
+	var out []Endpoint
+	for _, es := range slices_ {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue // FQDN slices are not forwarded to, as in kube-proxy
+		}
+		for _, ep := range es.Endpoints {
+			e := Endpoint{
+				Ports:       es.Ports,
+				Ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				Serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
+				Terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
+			}
+			if ep.NodeName != nil {
+				e.NodeName = *ep.NodeName
+			}
+			if ep.Zone != nil {
+				e.Zone = *ep.Zone
+			}
+			if ep.Hints != nil {
+				for _, z := range ep.Hints.ForZones {
+					e.ZoneHints = append(e.ZoneHints, z.Name)
+				}
+			}
+			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+				e.Pod = &types.NamespacedName{Namespace: ep.TargetRef.Namespace, Name: ep.TargetRef.Name}
+				if e.Pod.Namespace == "" {
+					e.Pod.Namespace = es.Namespace
+				}
+			}
+			for _, a := range ep.Addresses {
+				addr, err := netip.ParseAddr(a)
+				if err != nil {
+					continue
+				}
+				e.Addr = addr.Unmap()
+				if i, dup := seen[e.Addr]; dup {
+					// The same endpoint in two slices: keep the readier view.
+					if e.Ready && !out[i].Ready {
+						out[i] = e
+					}
+					continue
+				}
+				seen[e.Addr] = len(out)
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int { return a.Addr.Compare(b.Addr) })
+	return out
+}
+
+type namespacedObject interface {
+	GetNamespace() string
+	GetName() string
+}
+
+func sortedByKey[T namespacedObject](in []T) []T {
+	out := slices.Clone(in)
+	slices.SortFunc(out, func(a, b T) int {
+		return cmp.Or(strings.Compare(a.GetNamespace(), b.GetNamespace()), strings.Compare(a.GetName(), b.GetName()))
+	})
+	return out
+}
