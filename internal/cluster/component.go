@@ -1,6 +1,12 @@
 package cluster
 
-import "context"
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+)
 
 // Component is one of the jobs a gateway runs on its node (lbip, nodeport, ingress, ui). The gateway
 // hands every new Snapshot to Update; the component turns it into its desired state with a pure Build
@@ -21,4 +27,18 @@ type Checker interface {
 	Ready() error
 	// Healthy reports nil unless the component is stuck (a change not applied in time).
 	Healthy() error
+}
+
+// Deps are what the gateway gives every component's constructor.
+type Deps struct {
+	// NodeName is the node this gateway runs on.
+	NodeName string
+	// Namespace is where the gateway runs: Leases and Secrets it owns live there.
+	Namespace string
+	// Client talks to the API server (status writes, Events, Leases, Secrets).
+	Client kubernetes.Interface
+	// Recorder emits Events on the objects a component is about (bad input, allocations ...).
+	Recorder record.EventRecorder
+	// Metrics is where a component registers its Prometheus collectors, served on /metrics.
+	Metrics prometheus.Registerer
 }
