@@ -42,6 +42,8 @@ type Snapshot struct {
 	Nodes map[string]*corev1.Node
 	// Pods by key; only pods the gateway watches (those backing endpoints may be missing on big clusters).
 	Pods map[types.NamespacedName]*corev1.Pod
+	// Namespaces by name: their labels pick IP pools (IPAddressPool namespaceSelectors).
+	Namespaces map[string]*corev1.Namespace
 
 	// Ingresses holds only the Ingresses baregate serves, sorted by creation time then key, so that on a
 	// conflict the oldest comes first.
@@ -152,6 +154,7 @@ type Inputs struct {
 	EndpointSlices   []*discoveryv1.EndpointSlice
 	Nodes            []*corev1.Node
 	Pods             []*corev1.Pod
+	Namespaces       []*corev1.Namespace
 	Ingresses        []*networkingv1.Ingress
 	IngressClasses   []*networkingv1.IngressClass
 	Secrets          []*corev1.Secret
@@ -169,6 +172,7 @@ func NewSnapshot(generation uint64, taken time.Time, in Inputs) *Snapshot {
 		NodeName:         in.NodeName,
 		Nodes:            make(map[string]*corev1.Node, len(in.Nodes)),
 		Pods:             make(map[types.NamespacedName]*corev1.Pod, len(in.Pods)),
+		Namespaces:       make(map[string]*corev1.Namespace, len(in.Namespaces)),
 		Secrets:          map[types.NamespacedName]*corev1.Secret{},
 		Pools:            sortedByKey(in.Pools),
 		L2Advertisements: sortedByKey(in.L2Advertisements),
@@ -177,6 +181,9 @@ func NewSnapshot(generation uint64, taken time.Time, in Inputs) *Snapshot {
 	}
 	for _, n := range in.Nodes {
 		s.Nodes[n.Name] = n
+	}
+	for _, ns := range in.Namespaces {
+		s.Namespaces[ns.Name] = ns
 	}
 	for _, p := range in.Pods {
 		s.Pods[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
