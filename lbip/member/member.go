@@ -308,13 +308,17 @@ type events Member
 
 func (e *events) NotifyJoin(n *memberlist.Node) {
 	m := (*Member)(e)
+	m.logger.Info("Gateway joined", "node", n.Name, "addr", n.Address())
+	m.setLive(n)
+}
+
+func (m *Member) setLive(n *memberlist.Node) {
 	m.mu.Lock()
 	if m.live == nil {
 		m.live = map[string][]byte{}
 	}
 	m.live[n.Name] = slices.Clone(n.Meta)
 	m.mu.Unlock()
-	m.logger.Info("Gateway joined", "node", n.Name, "addr", n.Address())
 	m.signal()
 }
 
@@ -327,16 +331,7 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	m.signal()
 }
 
-func (e *events) NotifyUpdate(n *memberlist.Node) {
-	m := (*Member)(e)
-	m.mu.Lock()
-	if m.live == nil {
-		m.live = map[string][]byte{}
-	}
-	m.live[n.Name] = slices.Clone(n.Meta)
-	m.mu.Unlock()
-	m.signal()
-}
+func (e *events) NotifyUpdate(n *memberlist.Node) { (*Member)(e).setLive(n) }
 
 // delegate hands memberlist this member's metadata; baregate sends no user messages.
 type delegate Member
