@@ -1,0 +1,221 @@
+package nodeport
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/knftables"
+
+	"github.com/baregate/baregate/internal/cluster"
+)
+
+// Options are Build's inputs besides the snapshot, resolved from Config and the node.
+type Options struct {
+	// MasqueradeMark is the fwmark bit (a single set bit) that asks postrouting to masquerade.
+	MasqueradeMark uint32
+	MasqueradeAll  bool
+	// ClusterCIDRs are the pod ranges; empty means the union of the Nodes' spec.podCIDRs.
+	ClusterCIDRs []netip.Prefix
+	// RestrictNodePorts serves NodePorts only on NodePortAddresses instead of every non-loopback
+	// local address.
+	RestrictNodePorts bool
+	NodePortAddresses []netip.Addr
+}
+
+// Labels and annotations kube-proxy honours and so do we.
+const (
+	labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	labelZone             = "topology.kubernetes.io/zone"
+)
+
+// Names of the fixed chains, sets and maps of each table.
+const (
+	chainServices        = "services"
+	chainMasquerading    = "masquerading"
+	chainMarkMasq        = "mark-for-masquerade"
+	chainEndpointsCheck  = "service-endpoints-check"
+	chainReject          = "reject-chain"
+	mapServiceIPs        = "service-ips"
+	mapServiceNodePorts  = "service-nodeports"
+	mapNoEndpointIPs     = "no-endpoint-services"
+	mapNoEndpointPorts   = "no-endpoint-nodeports"
+	setClusterIPs        = "cluster-ips"
+	setPodCIDRs          = "pod-cidrs"
+	setNodePortIPs       = "nodeport-ips"
+	setHairpin           = "hairpin"
+	verdictRejectService = "goto " + chainReject
+)
+
+// family holds what differs between the ip and ip6 tables.
+type family struct {
+	nft      knftables.Family
+	ip       string // the payload keyword: ip or ip6
+	addrType string
+	loopback string
+	is       func(netip.Addr) bool
+}
+
+var families = [2]family{
+	{nft: knftables.IPv4Family, ip: "ip", addrType: "ipv4_addr", loopback: "127.0.0.0/8", is: netip.Addr.Is4},
+	{nft: knftables.IPv6Family, ip: "ip6", addrType: "ipv6_addr", loopback: "::1", is: func(a netip.Addr) bool { return a.Is6() }},
+}
+
+// Build computes the ruleset this node (snap.NodeName) should have. It is pure: the same snapshot and
+// options give the same Desired.
+func Build(snap *cluster.Snapshot, opts Options) *Desired {
+	d := &Desired{
+		Verdicts:     map[types.NamespacedName]string{},
+		HealthChecks: map[int32]HealthCheck{},
+		UDP:          map[string]map[string]bool{},
+	}
+	podCIDRs := opts.ClusterCIDRs
+	if len(podCIDRs) == 0 {
+		podCIDRs = nodePodCIDRs(snap)
+	}
+	zone := ""
+	if n := snap.Nodes[snap.NodeName]; n != nil {
+		zone = n.Labels[labelZone]
+	}
+	for _, f := range families {
+		t := newTable(f.nft)
+		baseRules(t, f, opts, podCIDRs)
+		d.Tables = append(d.Tables, t)
+	}
+	for _, svc := range snap.Services {
+		if !forwarded(svc.Service) {
+			continue
+		}
+		d.Services++
+		fe, problems := parseFrontends(svc.Service)
+		d.Problems = append(d.Problems, problems...)
+		b := serviceBuilder{d: d, snap: snap, svc: svc, opts: opts, zone: zone, fe: fe}
+		var verdicts []string
+		for i, f := range families {
+			verdicts = append(verdicts, b.build(d.Tables[i], f)...)
+		}
+		d.Verdicts[svc.Key()] = strings.Join(verdicts, "; ")
+		if hc := svc.Spec.HealthCheckNodePort; hc != 0 && svc.Spec.Type == corev1.ServiceTypeLoadBalancer &&
+			svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+			d.HealthChecks[hc] = HealthCheck{Service: svc.Key(), LocalEndpoints: b.localCount}
+		}
+	}
+	return d
+}
+
+// forwarded reports whether kube-proxy would program svc: not headless, not ExternalName, and not
+// claimed by another proxy through service.kubernetes.io/service-proxy-name.
+func forwarded(svc *corev1.Service) bool {
+	if _, other := svc.Labels[labelServiceProxyName]; other {
+		return false
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return false
+	}
+	return svc.Spec.ClusterIP != corev1.ClusterIPNone && svc.Spec.ClusterIP != ""
+}
+
+func nodePodCIDRs(snap *cluster.Snapshot) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range snap.Nodes {
+		for _, c := range n.Spec.PodCIDRs {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				out = append(out, p.Masked())
+			}
+		}
+	}
+	return out
+}
+
+// baseRules adds the fixed skeleton: hooks, dispatch through the maps, masquerading and reject.
+func baseRules(t *Table, f family, opts Options, podCIDRs []netip.Prefix) {
+	hook := func(name string, typ knftables.BaseChainType, h knftables.BaseChainHook, prio knftables.BaseChainPriority, rules ...string) {
+		c := t.chain(name, rules...)
+		c.Def.Type, c.Def.Hook, c.Def.Priority = &typ, &h, &prio
+	}
+	// DNAT in prerouting (traffic arriving) and output (traffic from this node's own processes).
+	hook("nat-prerouting", knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority, "jump "+chainServices)
+	hook("nat-output", knftables.NATType, knftables.OutputHook, knftables.DNATPriority, "jump "+chainServices)
+	hook("nat-postrouting", knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, "jump "+chainMasquerading)
+	// Services without endpoints were not DNATed, so the filter hooks still see their frontend; output
+	// must run before DNAT (dstnat - 10) to see it at all.
+	check := "ct state new jump " + chainEndpointsCheck
+	hook("filter-input", knftables.FilterType, knftables.InputHook, knftables.FilterPriority+" - 10", check)
+	hook("filter-forward", knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority+" - 10", check)
+	hook("filter-output", knftables.FilterType, knftables.OutputHook, knftables.DNATPriority+" - 10", check)
+
+	mark := fmt.Sprintf("0x%x", opts.MasqueradeMark)
+	t.chain(chainMarkMasq, "meta mark set meta mark | "+mark)
+	t.chain(chainMasquerading,
+		// A pod reaching itself through a Service must see the node as the source, or it would
+		// answer itself directly and the client would drop the reply.
+		fmt.Sprintf("%s saddr . %s daddr @%s jump %s", f.ip, f.ip, setHairpin, chainMarkMasq),
+		fmt.Sprintf("meta mark & %s == 0 return", mark),
+		fmt.Sprintf("meta mark set meta mark ^ %s", mark),
+		"masquerade fully-random")
+	t.chain(chainReject, "reject")
+
+	t.set(knftables.Set{Name: setClusterIPs, Type: f.addrType})
+	t.set(knftables.Set{Name: setHairpin, Type: f.addrType + " . " + f.addrType})
+	t.set(knftables.Set{Name: setPodCIDRs, Type: f.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}})
+	for _, p := range mergePrefixes(podCIDRs, f) {
+		t.element(setPodCIDRs, []string{p.String()})
+	}
+	ipPortKey := f.addrType + " . inet_proto . inet_service : verdict"
+	portKey := "inet_proto . inet_service : verdict"
+	t.vmap(knftables.Map{Name: mapServiceIPs, Type: ipPortKey})
+	t.vmap(knftables.Map{Name: mapServiceNodePorts, Type: portKey})
+	t.vmap(knftables.Map{Name: mapNoEndpointIPs, Type: ipPortKey})
+	t.vmap(knftables.Map{Name: mapNoEndpointPorts, Type: portKey})
+
+	var services []string
+	switch {
+	case opts.MasqueradeAll:
+		services = append(services, fmt.Sprintf("%s daddr @%s jump %s", f.ip, setClusterIPs, chainMarkMasq))
+	case len(podCIDRs) > 0:
+		// Traffic from outside the pod network (the node itself, other hosts routing to ClusterIPs)
+		// must come back through this node.
+		services = append(services, fmt.Sprintf("%s daddr @%s %s saddr != @%s jump %s", f.ip, setClusterIPs, f.ip, setPodCIDRs, chainMarkMasq))
+	}
+	ipDispatch := fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @", f.ip)
+	nodeMatch := fmt.Sprintf("fib daddr type local %s daddr != %s", f.ip, f.loopback)
+	if opts.RestrictNodePorts {
+		t.set(knftables.Set{Name: setNodePortIPs, Type: f.addrType})
+		for _, a := range opts.NodePortAddresses {
+			if f.is(a) {
+				t.element(setNodePortIPs, []string{a.String()})
+			}
+		}
+		nodeMatch = fmt.Sprintf("%s daddr @%s", f.ip, setNodePortIPs)
+	}
+	portDispatch := nodeMatch + " meta l4proto . th dport vmap @"
+	// NodePorts come last: a ClusterIP, ExternalIP or LB IP that is also local wins, as in kube-proxy.
+	t.chain(chainServices, append(services, ipDispatch+mapServiceIPs, portDispatch+mapServiceNodePorts)...)
+	t.chain(chainEndpointsCheck, ipDispatch+mapNoEndpointIPs, portDispatch+mapNoEndpointPorts)
+}
+
+// mergePrefixes keeps the prefixes of family f, dropping those inside another, since an interval set
+// refuses overlapping elements.
+func mergePrefixes(in []netip.Prefix, f family) []netip.Prefix {
+	var cands []netip.Prefix
+	for _, p := range in {
+		if f.is(p.Addr()) {
+			cands = append(cands, p.Masked())
+		}
+	}
+	// Widest first, so a prefix is only kept when no wider one already covers it.
+	slices.SortFunc(cands, func(a, b netip.Prefix) int {
+		return cmp.Or(cmp.Compare(a.Bits(), b.Bits()), a.Addr().Compare(b.Addr()))
+	})
+	var out []netip.Prefix
+	for _, p := range cands {
+		if !slices.ContainsFunc(out, func(q netip.Prefix) bool { return q.Contains(p.Addr()) }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
