@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 )
 
@@ -98,3 +99,37 @@ func TestControlPlaneServesAndSurvivesAnAPIServerRestart(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestControlPlaneControllersMakeServiceAccountsAndSlices(t *testing.T) {
+	cp := startTestControlPlane(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cs, err := cp.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Port: 80}},
+		},
+	}
+	if _, err := cs.CoreV1().Services("team").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts("team").Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		slices, err := cs.DiscoveryV1().EndpointSlices("team").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=web"})
+		return err == nil && len(slices.Items) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("the controllers made no default ServiceAccount or EndpointSlice in a new namespace: %v", err)
+	}
+}
