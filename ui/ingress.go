@@ -1,0 +1,209 @@
+package ui
+
+import (
+	"cmp"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/baregate/baregate/internal/cluster"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// certWarnBefore is how long before expiry a certificate turns amber.
+const certWarnBefore = 14 * 24 * time.Hour
+
+// TLSACMEAnnotation is the common way to ask an ingress controller for an ACME certificate.
+const TLSACMEAnnotation = "kubernetes.io/tls-acme"
+
+type hostInfo struct {
+	row        HostRow
+	namespaces map[string]bool
+	health     Health
+}
+
+// addIngresses adds Ingress hosts and their routes to the Services, and returns the hosts table.
+func addIngresses(g *graph, snap *cluster.Snapshot, live Live, svcHealth map[types.NamespacedName]Health, namespaces map[string]bool) []HostRow {
+	table := map[RouteKey]cluster.Route{}
+	for _, r := range live.Routes {
+		table[routeKeyOf(r)] = r
+	}
+	hosts := map[string]*hostInfo{}
+	for _, ing := range snap.Ingresses {
+		namespaces[ing.Namespace] = true
+		ingKey := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+		addRoute := func(host, path, pathType string, backend *networkingv1.IngressBackend) {
+			h := hostEntry(hosts, snap, ing, host)
+			h.row.Routes++
+			rk := RouteKey{Ingress: ingKey, Host: host, Path: path}
+			hid, rid := "host:"+cmp.Or(host, "*"), routeID(ingKey, host, path)
+			health := routeNode(g, snap, live, ing, rk, pathType, backend, table, svcHealth)
+			h.health = worse(h.health, onlyErrors(health))
+			e := g.edge(hid, rid, cmp.Or(path, "(default)"))
+			if r, ok := live.Rates[rk]; ok {
+				e.RequestRate, e.ErrorRate = &r.Requests, &r.Errors
+			}
+		}
+		if ing.Spec.DefaultBackend != nil {
+			addRoute("", "", "", ing.Spec.DefaultBackend)
+		}
+		for _, rule := range ing.Spec.Rules {
+			if rule.HTTP == nil {
+				continue
+			}
+			for _, p := range rule.HTTP.Paths {
+				pt := ""
+				if p.PathType != nil {
+					pt = string(*p.PathType)
+				}
+				addRoute(rule.Host, p.Path, pt, &p.Backend)
+			}
+		}
+	}
+	var rows []HostRow
+	for host, h := range hosts {
+		ns := ""
+		if len(h.namespaces) == 1 {
+			for k := range h.namespaces {
+				ns = k
+			}
+		}
+		slices.Sort(h.row.Ingresses)
+		n := g.node(Node{ID: "host:" + cmp.Or(host, "*"), Kind: KindHost, Label: h.row.Host, Namespace: ns})
+		n.Health = h.health
+		n.Sub = "HTTP"
+		if h.row.TLS {
+			n.Sub = "HTTPS · " + h.row.Cert
+		}
+		n.Fields = []Field{{"Ingresses", strings.Join(h.row.Ingresses, ", ")}, {"Routes", fmt.Sprint(h.row.Routes)}, {"TLS", fmt.Sprint(h.row.TLS)}}
+		if h.row.TLS {
+			n.Fields = append(n.Fields, Field{"Secret", h.row.Secret}, Field{"Certificate", h.row.Cert})
+		}
+		if h.row.ACME != "" {
+			n.Fields = append(n.Fields, Field{"ACME", h.row.ACME})
+		}
+		rows = append(rows, h.row)
+	}
+	slices.SortFunc(rows, func(a, b HostRow) int { return strings.Compare(a.Host, b.Host) })
+	return rows
+}
+
+// onlyErrors keeps a route's error state for its host: the host's own colour is about its certificate.
+func onlyErrors(h Health) Health {
+	if h == HealthErrors {
+		return h
+	}
+	return HealthOK
+}
+
+func hostEntry(hosts map[string]*hostInfo, snap *cluster.Snapshot, ing *networkingv1.Ingress, host string) *hostInfo {
+	h := hosts[host]
+	if h == nil {
+		h = &hostInfo{row: HostRow{Host: cmp.Or(host, "*"), Cert: "none"}, namespaces: map[string]bool{}, health: HealthOK}
+		hosts[host] = h
+	}
+	h.namespaces[ing.Namespace] = true
+	key := ing.Namespace + "/" + ing.Name
+	if !slices.Contains(h.row.Ingresses, key) {
+		h.row.Ingresses = append(h.row.Ingresses, key)
+	}
+	if ing.Annotations[TLSACMEAnnotation] == "true" {
+		h.row.ACME = "requested (" + TLSACMEAnnotation + ")"
+	}
+	if h.row.TLS {
+		return h
+	}
+	for _, tls := range ing.Spec.TLS {
+		if !slices.Contains(tls.Hosts, host) {
+			continue
+		}
+		h.row.TLS = true
+		if tls.SecretName == "" {
+			h.row.Cert = "default certificate"
+			return h
+		}
+		h.row.Secret = ing.Namespace + "/" + tls.SecretName
+		sec := snap.Secrets[types.NamespacedName{Namespace: ing.Namespace, Name: tls.SecretName}]
+		var cert string
+		var health Health
+		h.row.NotAfter, cert, health = certState(sec, host, snap.Taken)
+		h.row.Cert, h.health = cert, worse(h.health, health)
+		return h
+	}
+	return h
+}
+
+// certState reads the certificate of a TLS Secret: its expiry and whether it serves host.
+func certState(sec *corev1.Secret, host string, now time.Time) (*time.Time, string, Health) {
+	if sec == nil {
+		return nil, "secret missing", HealthDown
+	}
+	block, _ := pem.Decode(sec.Data[corev1.TLSCertKey])
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, "no PEM certificate in " + corev1.TLSCertKey, HealthDown
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, "unparseable certificate", HealthDown
+	}
+	notAfter := cert.NotAfter.UTC()
+	switch {
+	case host != "" && cert.VerifyHostname(host) != nil:
+		return &notAfter, "not valid for this host", HealthDown
+	case now.After(notAfter):
+		return &notAfter, "expired " + notAfter.Format(time.DateOnly), HealthDown
+	case notAfter.Sub(now) < certWarnBefore:
+		return &notAfter, fmt.Sprintf("expires in %d days", int(notAfter.Sub(now).Hours()/24)), HealthNotReady
+	}
+	return &notAfter, "valid until " + notAfter.Format(time.DateOnly), HealthOK
+}
+
+// routeNode adds one Ingress route and its edge to the Service, and returns the route's health.
+func routeNode(g *graph, snap *cluster.Snapshot, live Live, ing *networkingv1.Ingress, rk RouteKey, pathType string,
+	backend *networkingv1.IngressBackend, table map[RouteKey]cluster.Route, svcHealth map[types.NamespacedName]Health) Health {
+	rid := routeID(rk.Ingress, rk.Host, rk.Path)
+	label := cmp.Or(rk.Host, "*") + cmp.Or(rk.Path, " (default backend)")
+	n := g.node(Node{ID: rid, Kind: KindRoute, Label: label, Namespace: ing.Namespace,
+		Object: &ObjectRef{Kind: "Ingress", Namespace: ing.Namespace, Name: ing.Name}})
+	n.Fields = []Field{{"Ingress", rk.Ingress.String()}, {"Host", cmp.Or(rk.Host, "* (any)")}, {"Path", cmp.Or(rk.Path, "(default backend)")}}
+	if pathType != "" {
+		n.Fields = append(n.Fields, Field{"Path type", pathType})
+	}
+	svcKey, port, isService := ingressBackendService(ing.Namespace, backend)
+	switch {
+	case !isService:
+		n.Health, n.Sub = HealthExternal, "resource backend (not proxied)"
+		n.Fields = append(n.Fields, Field{"Backend", "resource, which baregate does not proxy"})
+		return n.Health
+	case snap.Service(svcKey) == nil:
+		n.Health, n.Sub = HealthDown, "Service "+svcKey.Name+" not found"
+		n.Fields = append(n.Fields, Field{"Backend", svcKey.String() + ":" + port + " (missing)"})
+		return n.Health
+	}
+	n.Sub = cmp.Or(pathType, "default") + " → " + svcKey.Name + ":" + port
+	n.Fields = append(n.Fields, Field{"Backend", svcKey.String() + ":" + port})
+	n.Health = svcHealth[svcKey]
+	e := g.edge(rid, serviceID(svcKey), "port "+port)
+	if r, ok := table[rk]; ok {
+		n.Fields = append(n.Fields, Field{"Ready endpoints (route table)", fmt.Sprint(r.Endpoints)},
+			Field{"Requests since start", fmt.Sprint(r.Requests)}, Field{"5xx since start", fmt.Sprint(r.Errors)})
+	} else if live.Routes != nil {
+		n.Fields = append(n.Fields, Field{"Route table", "not loaded on this gateway"})
+	}
+	if r, ok := live.Rates[rk]; ok {
+		e.RequestRate, e.ErrorRate = &r.Requests, &r.Errors
+		n.Fields = append(n.Fields, Field{"Rate", fmt.Sprintf("%.1f req/s, %.1f 5xx/s", r.Requests, r.Errors)})
+		if r.Requests > 0 && r.Errors/r.Requests > live.ErrorThreshold {
+			n.Health = HealthErrors
+			if s := g.nodes[serviceID(svcKey)]; s != nil {
+				s.Health = worse(s.Health, HealthErrors)
+			}
+		}
+	}
+	return n.Health
+}
