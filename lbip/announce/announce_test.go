@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baregate/baregate/lbip/internal/nettest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/klog/v2/ktesting"
 )
@@ -18,21 +19,21 @@ const (
 
 // lanClient adds a client on br0 that reaches the pools on-link, as a LAN host configured for
 // them does.
-func (l *lab) lanClient(name, br, addr4, addr6 string) string {
-	ns, _ := l.host(name, br, "eth0", addr4, addr6)
-	l.ip(ns, "route", "add", "203.0.113.0/24", "dev", "eth0")
-	l.ip(ns, "-6", "route", "add", "2001:db8:0:2::/64", "dev", "eth0")
+func lanClient(l *nettest.Lab, name, br, addr4, addr6 string) string {
+	ns, _ := l.Host(name, br, "eth0", addr4, addr6)
+	l.IP(ns, "route", "add", "203.0.113.0/24", "dev", "eth0")
+	l.IP(ns, "-6", "route", "add", "2001:db8:0:2::/64", "dev", "eth0")
 	return ns
 }
 
 // gateway adds a node namespace serving the VIPs through DNAT, and an Announcer run in it.
-func (l *lab) gateway(name, br, addr4, addr6 string, cfg Config) (string, net.HardwareAddr, *Announcer, *Metrics) {
-	ns, mac := l.host(name, br, "eth0", addr4+"/24", addr6+"/64")
-	l.serveName(ns, name, vip4, addr4, vip6, addr6)
-	logger, _ := ktesting.NewTestContext(l.t)
+func gateway(t *testing.T, l *nettest.Lab, name, br, addr4, addr6 string, cfg Config) (string, net.HardwareAddr, *Announcer, *Metrics) {
+	ns, mac := l.Host(name, br, "eth0", addr4+"/24", addr6+"/64")
+	l.ServeName(ns, name, vip4, addr4, vip6, addr6)
+	logger, _ := ktesting.NewTestContext(t)
 	m := NewMetrics(nil)
 	a := New(cfg, logger, m)
-	l.t.Cleanup(a.Close)
+	t.Cleanup(a.Close)
 	return ns, mac, a, m
 }
 
@@ -40,7 +41,7 @@ func set(t *testing.T, ns string, a *Announcer, claims ...Claim) []Conflict {
 	t.Helper()
 	var conflicts []Conflict
 	var err error
-	inNS(t, ns, func() { conflicts, err = a.Set(claims) })
+	nettest.InNS(t, ns, func() { conflicts, err = a.Set(claims) })
 	if err != nil {
 		t.Fatalf("Set in %s: %v", ns, err)
 	}
@@ -58,24 +59,24 @@ func claims(probe bool, ifaces []string, ips ...string) []Claim {
 // TestAnswersARPAndNDP: a client resolves both VIPs to the owner's MAC through its own kernel's
 // ARP/NDP and connects; the VIPs are on no interface of the owner, whose DNAT rule takes the traffic.
 func TestAnswersARPAndNDP(t *testing.T) {
-	l := newLab(t)
-	client := l.lanClient("c", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
-	ns, mac, a, m := l.gateway("a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
+	l := nettest.New(t)
+	client := lanClient(l, "c", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
+	ns, mac, a, m := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
 
 	if c := set(t, ns, a, claims(true, nil, vip4, vip6)...); len(c) != 0 {
 		t.Fatalf("conflicts on an empty LAN: %v", c)
 	}
-	if got := l.ip(ns, "addr", "show"); bytes.Contains([]byte(got), []byte(vip4)) {
+	if got := l.IP(ns, "addr", "show"); bytes.Contains([]byte(got), []byte(vip4)) {
 		t.Fatalf("the VIP was put on an interface, which the design avoids:\n%s", got)
 	}
 	for _, addr := range []string{vip4 + ":80", "[" + vip6 + "]:80"} {
-		got, err := fetch(t, client, addr, 5*time.Second)
+		got, err := nettest.Fetch(t, client, addr, 5*time.Second)
 		if err != nil || got != "a" {
 			t.Fatalf("fetching %s: %q, %v; want a", addr, got, err)
 		}
 	}
 	for _, vip := range []string{vip4, vip6} {
-		if got := l.neighMAC(client, vip); got != mac.String() {
+		if got := l.NeighMAC(client, vip); got != mac.String() {
 			t.Errorf("client's neighbour entry for %s is %q, want the owner's %s", vip, got, mac)
 		}
 	}
@@ -93,34 +94,34 @@ func TestAnswersARPAndNDP(t *testing.T) {
 	if got := a.Announced(); len(got) != 0 {
 		t.Errorf("Announced() = %v after releasing everything", got)
 	}
-	l.ip(client, "neigh", "flush", "dev", "eth0")
-	if got, err := fetch(t, client, vip4+":80", time.Second); err == nil {
+	l.IP(client, "neigh", "flush", "dev", "eth0")
+	if got, err := nettest.Fetch(t, client, vip4+":80", time.Second); err == nil {
 		t.Errorf("VIP still reachable (%q) after the owner released it", got)
 	}
 }
 
 // TestInterfaceFiltering: an IP restricted to eth1 by its L2Advertisement is answered there only.
 func TestInterfaceFiltering(t *testing.T) {
-	l := newLab(t)
-	c0 := l.lanClient("c0", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
-	c1 := l.lanClient("c1", "br1", "192.0.2.102/24", "2001:db8:0:1::102/64")
-	ns, _, a, _ := l.gateway("a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
+	l := nettest.New(t)
+	c0 := lanClient(l, "c0", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
+	c1 := lanClient(l, "c1", "br1", "192.0.2.102/24", "2001:db8:0:1::102/64")
+	ns, _, a, _ := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
 	// A second leg on br1, as a node with two NICs.
-	run(t, "ip", "link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", "q1", "netns", l.bridge)
-	l.ip(l.bridge, "link", "set", "q1", "master", "br1", "up")
-	l.ip(ns, "link", "set", "eth1", "up")
-	l.ip(ns, "addr", "add", "192.0.2.12/24", "dev", "eth1", "nodad")
-	l.ip(ns, "addr", "add", "2001:db8:0:1::12/64", "dev", "eth1", "nodad")
+	nettest.Run(t, "ip", "link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", "q1", "netns", l.Bridge)
+	l.IP(l.Bridge, "link", "set", "q1", "master", "br1", "up")
+	l.IP(ns, "link", "set", "eth1", "up")
+	l.IP(ns, "addr", "add", "192.0.2.12/24", "dev", "eth1", "nodad")
+	l.IP(ns, "addr", "add", "2001:db8:0:1::12/64", "dev", "eth1", "nodad")
 	// Replies to c1 must leave through eth1.
-	l.ip(ns, "route", "add", "192.0.2.102/32", "dev", "eth1")
-	l.ip(ns, "-6", "route", "add", "2001:db8:0:1::102/128", "dev", "eth1")
+	l.IP(ns, "route", "add", "192.0.2.102/32", "dev", "eth1")
+	l.IP(ns, "-6", "route", "add", "2001:db8:0:1::102/128", "dev", "eth1")
 
 	set(t, ns, a, claims(true, []string{"eth1"}, vip4, vip6)...)
 	for _, addr := range []string{vip4 + ":80", "[" + vip6 + "]:80"} {
-		if got, err := fetch(t, c1, addr, 5*time.Second); err != nil || got != "a" {
+		if got, err := nettest.Fetch(t, c1, addr, 5*time.Second); err != nil || got != "a" {
 			t.Errorf("from eth1's LAN, %s: %q, %v; want a", addr, got, err)
 		}
-		if got, err := fetch(t, c0, addr, time.Second); err == nil {
+		if got, err := nettest.Fetch(t, c0, addr, time.Second); err == nil {
 			t.Errorf("from eth0's LAN, %s answered %q though only eth1 may announce it", addr, got)
 		}
 	}
@@ -132,9 +133,9 @@ func TestInterfaceFiltering(t *testing.T) {
 // TestProbeRefusesTakenIP: a host that already has the IP answers the probe, so the IP is refused,
 // unless the answer comes from another gateway (a move in progress).
 func TestProbeRefusesTakenIP(t *testing.T) {
-	l := newLab(t)
-	_, rogueMAC := l.host("r", "br0", "eth0", "192.0.2.50/24", "2001:db8:0:1::50/64", vip4+"/32", vip6+"/128")
-	ns, _, a, m := l.gateway("a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
+	l := nettest.New(t)
+	_, rogueMAC := l.Host("r", "br0", "eth0", "192.0.2.50/24", "2001:db8:0:1::50/64", vip4+"/32", vip6+"/128")
+	ns, _, a, m := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
 
 	conflicts := set(t, ns, a, claims(true, nil, vip4, vip6)...)
 	if len(conflicts) != 2 || conflicts[0].IP.String() != vip4 || conflicts[1].IP.String() != vip6 {
@@ -160,7 +161,7 @@ func TestProbeRefusesTakenIP(t *testing.T) {
 	}
 
 	// The same answer from a MAC the gossip knows as a gateway is no conflict.
-	ns2, _, b, _ := l.gateway("b", "br0", "192.0.2.12", "2001:db8:0:1::12", Config{IsPeer: func(mac net.HardwareAddr) bool { return bytes.Equal(mac, rogueMAC) }})
+	ns2, _, b, _ := gateway(t, l, "b", "br0", "192.0.2.12", "2001:db8:0:1::12", Config{IsPeer: func(mac net.HardwareAddr) bool { return bytes.Equal(mac, rogueMAC) }})
 	if c := set(t, ns2, b, claims(true, nil, vip4, vip6)...); len(c) != 0 {
 		t.Errorf("answers from a peer gateway counted as conflicts: %v", c)
 	}
@@ -172,19 +173,19 @@ func TestProbeRefusesTakenIP(t *testing.T) {
 // TestGratuitousTakeover: when a second node takes the IPs over, its gratuitous ARP and unsolicited
 // NA repoint the client's existing neighbour entries without the client asking, and traffic follows.
 func TestGratuitousTakeover(t *testing.T) {
-	l := newLab(t)
-	client := l.lanClient("c", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
-	nsA, macA, a, _ := l.gateway("a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
-	nsB, macB, b, mb := l.gateway("b", "br0", "192.0.2.12", "2001:db8:0:1::12", Config{})
+	l := nettest.New(t)
+	client := lanClient(l, "c", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
+	nsA, macA, a, _ := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
+	nsB, macB, b, mb := gateway(t, l, "b", "br0", "192.0.2.12", "2001:db8:0:1::12", Config{})
 
 	set(t, nsA, a, claims(true, nil, vip4, vip6)...)
 	for _, addr := range []string{vip4 + ":80", "[" + vip6 + "]:80"} {
-		if got, err := fetch(t, client, addr, 5*time.Second); err != nil || got != "a" {
+		if got, err := nettest.Fetch(t, client, addr, 5*time.Second); err != nil || got != "a" {
 			t.Fatalf("before takeover, %s: %q, %v; want a", addr, got, err)
 		}
 	}
 	for _, vip := range []string{vip4, vip6} {
-		if got := l.neighMAC(client, vip); got != macA.String() {
+		if got := l.NeighMAC(client, vip); got != macA.String() {
 			t.Fatalf("client's entry for %s is %q, want a's %s", vip, got, macA)
 		}
 	}
@@ -193,15 +194,15 @@ func TestGratuitousTakeover(t *testing.T) {
 	a.Close()
 	set(t, nsB, b, claims(false, nil, vip4, vip6)...)
 	for _, vip := range []string{vip4, vip6} {
-		eventually(t, 5*time.Second, func() string {
-			if got := l.neighMAC(client, vip); got != macB.String() {
+		nettest.Eventually(t, 5*time.Second, func() string {
+			if got := l.NeighMAC(client, vip); got != macB.String() {
 				return "client's entry for " + vip + " is " + got + ", want b's " + macB.String()
 			}
 			return ""
 		})
 	}
 	for _, addr := range []string{vip4 + ":80", "[" + vip6 + "]:80"} {
-		if got, err := fetch(t, client, addr, 5*time.Second); err != nil || got != "b" {
+		if got, err := nettest.Fetch(t, client, addr, 5*time.Second); err != nil || got != "b" {
 			t.Errorf("after takeover, %s: %q, %v; want b", addr, got, err)
 		}
 	}

@@ -91,7 +91,6 @@ type Member struct {
 	peers     map[string]string // node name -> address to join it at
 	meta      []byte
 	triedOnce bool
-	joinedAny bool
 }
 
 // New returns a Member for node name; Start makes it take part.
@@ -220,18 +219,19 @@ func (m *Member) joinMissing() {
 		return
 	}
 	slices.Sort(addrs)
-	joined := 0
 	if len(addrs) > 0 {
-		n, err := ml.Join(addrs)
-		joined = n
-		if err != nil {
+		if n, err := ml.Join(addrs); err != nil {
 			m.logger.V(2).Info("Some gossip peers did not answer", "peers", addrs, "joined", n, "err", err)
 		}
 	}
 	m.mu.Lock()
+	first := !m.triedOnce
 	m.triedOnce = true
-	m.joinedAny = m.joinedAny || joined > 0 || len(m.live) > 1
 	m.mu.Unlock()
+	if first {
+		// Readiness changed: whoever waits for it learns through Changed.
+		m.signal()
+	}
 }
 
 // Ready reports nil once the member has joined another or, having tried every known peer, found none
