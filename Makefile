@@ -5,8 +5,8 @@ GO ?= go
 export GOFLAGS ?= -buildvcs=false
 BIN := bin
 # Debian packages the tests and the lab use (nftables and conntrack for forwarding, etcd for the
-# control plane, chromium for the dashboard's browser test).
-TEST_PKGS := nftables conntrack iproute2 etcd-server chromium
+# control plane, chromium for the dashboard's browser test, ping and curl for the lab's tests and demo).
+TEST_PKGS := nftables conntrack iproute2 etcd-server chromium iputils-ping curl
 BENCH_PKGS := wrk nginx-light haproxy
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
 

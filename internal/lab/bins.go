@@ -49,3 +49,19 @@ func K8sBinDir(ctx context.Context) (string, error) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	return lines[len(lines)-1], nil
 }
+
+// BuildBinary builds the command package pkg of the checkout (e.g. "./cmd/baregate") into dir and
+// returns the binary's path.
+func BuildBinary(ctx context.Context, pkg, dir string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %w: %s", pkg, err, b)
+	}
+	return out, nil
+}
