@@ -17,13 +17,22 @@ func tableObject(f knftables.Family) *knftables.Table {
 	return &knftables.Table{Family: f, Name: TableName, Comment: &comment}
 }
 
-// fullTransaction rewrites both tables to d whatever they held: flush everything, delete objects d
-// does not have, then add d. Established connections are untouched: conntrack keeps their NAT.
+// fullTransaction rewrites both tables to d whatever they held: flush every existing chain, set and
+// map, delete those d does not have, then add d. (Not "flush table", whose meaning differs between nft
+// versions.) Established connections are untouched: conntrack keeps their NAT.
 func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftables.Family]existingObjects) {
 	for _, t := range d.Tables {
 		tx.Add(tableObject(t.Family))
-		tx.Flush(tableObject(t.Family))
 		have := existing[t.Family]
+		for _, name := range have.Chains {
+			tx.Flush(&knftables.Chain{Family: t.Family, Table: TableName, Name: name})
+		}
+		for _, name := range have.Sets {
+			tx.Flush(&knftables.Set{Family: t.Family, Table: TableName, Name: name})
+		}
+		for _, name := range have.Maps {
+			tx.Flush(&knftables.Map{Family: t.Family, Table: TableName, Name: name})
+		}
 		for _, name := range have.Chains {
 			if t.Chains[name] == nil {
 				tx.Delete(&knftables.Chain{Family: t.Family, Table: TableName, Name: name})

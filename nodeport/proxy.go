@@ -1,0 +1,336 @@
+package nodeport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/knftables"
+
+	"github.com/baregate/baregate/internal/cluster"
+)
+
+// triggerTimeAnnotation is set by the EndpointSlice controller to when the change it reflects happened.
+const triggerTimeAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
+
+// Proxy programs this node's Service forwarding. It implements cluster.Component, cluster.Checker and
+// cluster.ForwardingSource.
+type Proxy struct {
+	cfg     Config
+	deps    cluster.Deps
+	base    Options
+	npCIDRs []netip.Prefix
+
+	nft             knftables.Interface
+	listTables      func(context.Context) (map[knftables.Family]existingObjects, error)
+	localAddrs      func() ([]netip.Addr, error)
+	deleteConntrack func([]staleFlow) (uint, error)
+
+	runner  *cluster.Runner
+	metrics *metrics
+	health  *healthServers
+
+	mu   sync.Mutex
+	snap *cluster.Snapshot
+
+	// Owned by the sync goroutine.
+	applied    *Desired
+	seenSlices map[types.UID]string
+	reported   map[Problem]bool
+
+	ready  atomic.Bool
+	status atomic.Pointer[cluster.ForwardingInfo]
+}
+
+var (
+	_ cluster.Component        = (*Proxy)(nil)
+	_ cluster.Checker          = (*Proxy)(nil)
+	_ cluster.ForwardingSource = (*Proxy)(nil)
+)
+
+// New returns a Proxy for cfg programming the kernel's nftables through nft. It starts nothing.
+func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// An empty family and table let one transaction span both of our tables.
+	nft, err := knftables.New("", "")
+	if err != nil {
+		return nil, fmt.Errorf("starting nftables: %w", err)
+	}
+	return newProxy(cfg, deps, nft, listKernelTables, localAddresses, deleteStaleUDP)
+}
+
+func newProxy(cfg Config, deps cluster.Deps, nft knftables.Interface,
+	list func(context.Context) (map[knftables.Family]existingObjects, error),
+	localAddrs func() ([]netip.Addr, error), deleteConntrack func([]staleFlow) (uint, error)) (*Proxy, error) {
+	clusterCIDRs, _ := parseCIDRs(cfg.ClusterCIDRs)
+	npCIDRs, _ := parseCIDRs(cfg.NodePortAddresses)
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("registering nodeport metrics: %w", err)
+	}
+	p := &Proxy{
+		cfg:  cfg,
+		deps: deps,
+		base: Options{
+			MasqueradeMark:    1 << cfg.MasqueradeBit,
+			MasqueradeAll:     cfg.MasqueradeAll,
+			ClusterCIDRs:      clusterCIDRs,
+			RestrictNodePorts: len(npCIDRs) > 0,
+		},
+		npCIDRs:         npCIDRs,
+		nft:             nft,
+		listTables:      list,
+		localAddrs:      localAddrs,
+		deleteConntrack: deleteConntrack,
+		metrics:         m,
+		seenSlices:      map[types.UID]string{},
+		reported:        map[Problem]bool{},
+	}
+	p.health = newHealthServers(cfg.HealthCheckBindAddress, func() bool { return p.Healthy() == nil })
+	p.runner = cluster.NewRunner("nodeport", cfg.MinSyncPeriod, time.Second, time.Minute, p.sync)
+	return p, nil
+}
+
+// Name implements cluster.Component.
+func (p *Proxy) Name() string { return "nodeport" }
+
+// Update implements cluster.Component: it keeps the newest snapshot and asks for a sync.
+func (p *Proxy) Update(s *cluster.Snapshot) {
+	p.mu.Lock()
+	p.snap = s
+	p.mu.Unlock()
+	p.runner.Trigger()
+}
+
+// Run programs the rules until ctx ends. The rules stay when it returns, so traffic keeps flowing
+// while baregate restarts; Cleanup removes them.
+func (p *Proxy) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithName("nodeport")
+	ctx = klog.NewContext(ctx, logger)
+	if err := enableForwarding(); err != nil {
+		logger.Error(err, "Could not enable IP forwarding; Service traffic to other nodes' endpoints will not flow")
+	}
+	defer p.health.close()
+	p.runner.Run(ctx)
+	return nil
+}
+
+// Ready implements cluster.Checker: ready once the rules have been programmed once.
+func (p *Proxy) Ready() error {
+	if !p.ready.Load() {
+		return errors.New("nodeport: Service rules not programmed yet")
+	}
+	return nil
+}
+
+// Healthy implements cluster.Checker with kube-proxy's /healthz meaning: unhealthy when a change has
+// waited longer than the healthz timeout without being programmed.
+func (p *Proxy) Healthy() error {
+	st := p.runner.Status()
+	if !st.Healthy(time.Now(), p.cfg.HealthzTimeout) {
+		return fmt.Errorf("nodeport: a change has waited since %s without being programmed (last error: %v)", st.PendingSince.Format(time.RFC3339), st.LastError)
+	}
+	return nil
+}
+
+// ForwardingStatus implements cluster.ForwardingSource.
+func (p *Proxy) ForwardingStatus() cluster.ForwardingInfo {
+	var info cluster.ForwardingInfo
+	if s := p.status.Load(); s != nil {
+		info = *s
+	}
+	info.Runner = p.runner.Status()
+	return info
+}
+
+// sync programs the newest snapshot: a partial transaction against what was applied last, or a full
+// one at start and after any failure (the kernel's state is then unknown).
+func (p *Proxy) sync(ctx context.Context) error {
+	p.mu.Lock()
+	snap := p.snap
+	p.mu.Unlock()
+	if snap == nil {
+		return nil
+	}
+	logger := klog.FromContext(ctx)
+	start := time.Now()
+	opts := p.base
+	if opts.RestrictNodePorts {
+		addrs, err := p.localAddrs()
+		if err != nil {
+			return fmt.Errorf("listing local addresses for --nodeport-addresses: %w", err)
+		}
+		for _, a := range addrs {
+			for _, c := range p.npCIDRs {
+				if c.Contains(a) {
+					opts.NodePortAddresses = append(opts.NodePortAddresses, a)
+					break
+				}
+			}
+		}
+	}
+	d := Build(snap, opts)
+	tx := p.nft.NewTransaction()
+	kind := "partial"
+	if p.applied == nil {
+		kind = "full"
+		existing, err := p.listTables(ctx)
+		if err != nil {
+			p.metrics.syncFailures.Inc()
+			return fmt.Errorf("listing baregate's nftables objects: %w", err)
+		}
+		fullTransaction(tx, d, existing)
+	} else {
+		partialTransaction(tx, p.applied, d)
+	}
+	if tx.NumOperations() > 0 {
+		if err := p.nft.Run(ctx, tx); err != nil {
+			p.applied = nil
+			p.metrics.syncFailures.Inc()
+			return fmt.Errorf("programming nftables (%s sync of %d operations): %w", kind, tx.NumOperations(), err)
+		}
+	}
+	prev := p.applied
+	p.applied = d
+	p.ready.Store(true)
+	now := time.Now()
+	p.metrics.syncDuration.WithLabelValues(kind).Observe(now.Sub(start).Seconds())
+	p.metrics.rules.Set(float64(d.Rules()))
+	p.metrics.elements.Set(float64(d.ElementCount()))
+	p.metrics.lastSync.SetToCurrentTime()
+	p.status.Store(&cluster.ForwardingInfo{Services: d.Services, Rules: d.Rules(), Elements: d.ElementCount(), Verdicts: d.Verdicts})
+	logger.V(2).Info("Programmed Service rules", "kind", kind, "operations", tx.NumOperations(), "services", d.Services, "duration", now.Sub(start))
+
+	if prev != nil {
+		if stale := staleUDP(prev.UDP, d.UDP); len(stale) > 0 {
+			n, err := p.deleteConntrack(stale)
+			p.metrics.conntrackDeleted.Add(float64(n))
+			if err != nil {
+				logger.Error(err, "Could not delete stale UDP conntrack entries")
+			}
+		}
+	}
+	if err := p.health.update(ctx, d.HealthChecks); err != nil {
+		logger.Error(err, "Could not serve every health check node port")
+	}
+	p.reportProblems(snap, d.Problems)
+	p.observeProgramming(snap, now, prev == nil)
+	return nil
+}
+
+// reportProblems turns each newly found bad value into a Warning Event on its Service.
+func (p *Proxy) reportProblems(snap *cluster.Snapshot, problems []Problem) {
+	current := make(map[Problem]bool, len(problems))
+	for _, pr := range problems {
+		current[pr] = true
+		if p.reported[pr] || p.deps.Recorder == nil {
+			continue
+		}
+		if svc := snap.Service(pr.Service); svc != nil {
+			p.deps.Recorder.Eventf(svc.Service, corev1.EventTypeWarning, pr.Reason, "%s", pr.Message)
+		}
+	}
+	p.reported = current
+}
+
+// observeProgramming records, for each EndpointSlice changed since the last sync, the time from the
+// change that triggered it to now. The first sync only learns the slices: their changes are old.
+func (p *Proxy) observeProgramming(snap *cluster.Snapshot, now time.Time, first bool) {
+	seen := make(map[types.UID]string, len(p.seenSlices))
+	for _, svc := range snap.Services {
+		for _, es := range svc.Slices {
+			seen[es.UID] = es.ResourceVersion
+			if first || p.seenSlices[es.UID] == es.ResourceVersion {
+				continue
+			}
+			if t, err := time.Parse(time.RFC3339, es.Annotations[triggerTimeAnnotation]); err == nil && !t.After(now) {
+				p.metrics.programmingLatency.Observe(now.Sub(t).Seconds())
+			}
+		}
+	}
+	p.seenSlices = seen
+}
+
+// Cleanup removes both of baregate's tables (for baregate cleanup). Tables of others are untouched.
+func Cleanup(ctx context.Context) error {
+	var errs []error
+	for _, f := range families {
+		nft, err := knftables.New(f.nft, TableName)
+		if err != nil {
+			return fmt.Errorf("starting nftables: %w", err)
+		}
+		tx := nft.NewTransaction()
+		tx.Delete(&knftables.Table{})
+		if err := nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting table %s %s: %w", f.nft, TableName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func listKernelTables(ctx context.Context) (map[knftables.Family]existingObjects, error) {
+	out := map[knftables.Family]existingObjects{}
+	for _, f := range families {
+		nft, err := knftables.New(f.nft, TableName)
+		if err != nil {
+			return nil, err
+		}
+		all, err := nft.ListAll(ctx)
+		if err != nil {
+			if knftables.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("listing table %s %s: %w", f.nft, TableName, err)
+		}
+		out[f.nft] = existingObjects{Chains: all["chain"], Sets: all["set"], Maps: all["map"]}
+	}
+	return out, nil
+}
+
+func localAddresses() ([]netip.Addr, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// enableForwarding turns on IPv4 and IPv6 forwarding when off: DNAT to an endpoint on another node or
+// in a pod is forwarding.
+func enableForwarding() error {
+	var errs []error
+	for _, path := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		cur, err := os.ReadFile(path)
+		if err != nil {
+			if !os.IsNotExist(err) { // no IPv6 in this kernel
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if strings.TrimSpace(string(cur)) == "1" {
+			continue
+		}
+		if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("setting %s: %w", path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
