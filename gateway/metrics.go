@@ -1,0 +1,30 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+type metrics struct {
+	snapshotDuration   prometheus.Histogram
+	snapshotGeneration prometheus.Gauge
+	services           prometheus.Gauge
+	leader             prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		snapshotDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "baregate_snapshot_duration_seconds", Help: "Time to build a cluster snapshot from the informer caches and hand it to the components.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		snapshotGeneration: prometheus.NewGauge(prometheus.GaugeOpts{Name: "baregate_snapshot_generation", Help: "Generation of the latest cluster snapshot."}),
+		services:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "baregate_services", Help: "Services in the latest cluster snapshot."}),
+		leader:             prometheus.NewGauge(prometheus.GaugeOpts{Name: "baregate_leader", Help: "1 while this gateway holds the leader Lease for cluster-wide writes."}),
+	}
+	reg.MustRegister(m.snapshotDuration, m.snapshotGeneration, m.services, m.leader)
+	return m
+}
+
+func clientScheme() *runtime.Scheme { return scheme.Scheme }
