@@ -53,7 +53,8 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, stopping: make(chan struct{})}
 	udpPorts := []int{}
-	for _, p := range cfg.Ports {
+	// A port may be named twice (an agnhost flag and the Pod's containerPort); it is served once.
+	for _, p := range dedup(cfg.Ports) {
 		l, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(p)))
 		if err != nil {
 			s.close()
@@ -62,12 +63,7 @@ func Listen(cfg Config) (*Server, error) {
 		s.tcp = append(s.tcp, l)
 		udpPorts = append(udpPorts, l.Addr().(*net.TCPAddr).Port)
 	}
-	seen := map[int]bool{}
-	for _, p := range append(udpPorts, cfg.UDPPorts...) {
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
+	for _, p := range dedup(append(udpPorts, cfg.UDPPorts...)) {
 		c, err := net.ListenPacket("udp", net.JoinHostPort(cfg.Host, strconv.Itoa(p)))
 		if err != nil {
 			s.close()
@@ -143,4 +139,18 @@ func (s *Server) close() {
 	for _, c := range s.udp {
 		c.Close()
 	}
+}
+
+// dedup returns ports without repeats, in first-seen order. Port 0 (any free port) is kept every time.
+func dedup(ports []int) []int {
+	seen := map[int]bool{}
+	out := []int{}
+	for _, p := range ports {
+		if p != 0 && seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+	}
+	return out
 }

@@ -224,15 +224,16 @@ func TestUDP(t *testing.T) {
 	}
 }
 
-func TestExtraUDPPort(t *testing.T) {
+func TestRepeatedPortsServedOnce(t *testing.T) {
 	port := freePort(t) // a TCP-free port is almost always UDP-free too; Listen fails loudly if not.
-	s, err := Listen(Config{Host: "127.0.0.1", Ports: []int{0}, UDPPorts: []int{port}, Mode: ModeEcho})
+	s, err := Listen(Config{Host: "127.0.0.1", Ports: []int{port, port}, UDPPorts: []int{port}, Mode: ModeEcho})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.close()
-	if len(s.UDPAddrs()) != 2 || s.UDPAddrs()[1].String() != "127.0.0.1:"+strconv.Itoa(port) {
-		t.Errorf("UDP addresses %v, want the TCP port and %d", s.UDPAddrs(), port)
+	want := "127.0.0.1:" + strconv.Itoa(port)
+	if len(s.TCPAddrs()) != 1 || s.TCPAddrs()[0].String() != want || len(s.UDPAddrs()) != 1 || s.UDPAddrs()[0].String() != want {
+		t.Errorf("TCP %v UDP %v, want each once on %s", s.TCPAddrs(), s.UDPAddrs(), want)
 	}
 }
 
