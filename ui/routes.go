@@ -4,6 +4,7 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 )
@@ -59,7 +60,7 @@ func (s *Server) routes() http.Handler {
 		}
 		return func(c *gin.Context) {
 			c.Header("Cache-Control", "no-cache")
-			c.Data(http.StatusOK, contentType, data)
+			writeBody(c, contentType, data)
 		}
 	}
 	get("/", asset("index.html", "text/html; charset=utf-8"))
@@ -96,6 +97,17 @@ func (s *Server) routes() http.Handler {
 	})
 	api("/api/events", s.stream)
 	return r
+}
+
+// writeBody answers with data, or with its headers alone for HEAD.
+func writeBody(c *gin.Context, contentType string, data []byte) {
+	if c.Request.Method == http.MethodHead {
+		c.Header("Content-Type", contentType)
+		c.Header("Content-Length", strconv.Itoa(len(data)))
+		c.Status(http.StatusOK)
+		return
+	}
+	c.Data(http.StatusOK, contentType, data)
 }
 
 func nonNil[T any](s []T) []T {

@@ -287,5 +287,5 @@ func writeJSON(c *gin.Context, v any) {
 		c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"error": err.Error()})
 		return
 	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", buf.Bytes())
+	writeBody(c, "application/json; charset=utf-8", buf.Bytes())
 }
