@@ -200,8 +200,9 @@ func (n network) podBridge(ctx context.Context, i int) error {
 	return nil
 }
 
-// routes: every node reaches the other nodes' pods through them; the control plane reaches all pods
-// (webhooks, pods calling the API server); clients find LB IPs on the LAN by ARP/NDP, as on a real
+// routes: every node reaches the other nodes' pods through them; the control plane and the clients reach
+// all pods (webhooks, pods calling the API server, a flat routed network as many bare-metal sites have);
+// clients find LB IPs on the LAN by ARP/NDP, as on a real
 // L2 segment, and send ExternalIPs to node 1, as a router configured by hand would. Nodes send Service
 // ClusterIPs towards the LAN so that the forwarding rules on the node see them at all. No namespace gets
 // a default route: nothing leaves the lab.
@@ -212,6 +213,9 @@ func (n network) routes(ctx context.Context) error {
 		p4, p6 := PodCIDRs(i)
 		v4, v6 := NodeIPs(i)
 		rs = append(rs, route{"cp", p4, v4}, route{"cp", p6, v6})
+		for c := 1; c <= n.clients; c++ {
+			rs = append(rs, route{ClientName(c), p4, v4}, route{ClientName(c), p6, v6})
+		}
 		for j := 1; j <= n.nodes; j++ {
 			if j != i {
 				rs = append(rs, route{NodeName(j), p4, v4}, route{NodeName(j), p6, v6})

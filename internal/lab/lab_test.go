@@ -1,0 +1,90 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/baregate/baregate/internal/testutil"
+)
+
+// TestUpServesTheLabAndDownRemovesIt brings a lab up and down: nodes registered and Ready, the API
+// server reachable from a node's namespace at the control-plane host, nothing left afterwards.
+func TestUpServesTheLabAndDownRemovesIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("brings up a whole lab")
+	}
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "ip", "curl")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	id := testLabID(t)
+	dir := t.TempDir()
+	l, err := Up(ctx, Options{ID: id, Nodes: 2, Clients: 1, Dir: dir})
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	downed := false
+	t.Cleanup(func() {
+		if !downed {
+			l.Down()
+		}
+	})
+	nodes, err := l.Client().CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.Items) != 2 {
+		t.Errorf("%d nodes registered, want 2", len(nodes.Items))
+	}
+	for i := range nodes.Items {
+		if !NodeReady(&nodes.Items[i]) {
+			t.Errorf("node %s is not Ready", nodes.Items[i].Name)
+		}
+	}
+	out, err := l.Exec(ctx, NodeName(2), "curl", "-sS", "--max-time", "5", "--cacert", filepath.Join(dir, "cp", "ca.crt"), l.Info().Server+"/readyz")
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Errorf("node2 does not reach the API server at %s: %v %s", l.Info().Server, err, out)
+	}
+	info, err := ReadInfo(dir)
+	if err != nil || info.ID != id || info.PID != os.Getpid() {
+		t.Errorf("ReadInfo = %+v, %v", info, err)
+	}
+
+	downed = true
+	if err := l.Down(); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if left, _ := LabNetns(ctx, id); len(left) > 0 {
+		t.Errorf("namespaces left after Down: %v", left)
+	}
+	if procs := processesMentioning(t, dir); len(procs) > 0 {
+		t.Errorf("processes left after Down: %v", procs)
+	}
+}
+
+// processesMentioning lists the command lines of processes that name s, such as a lab's state dir.
+func processesMentioning(t *testing.T, s string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, s) {
+			found = append(found, e.Name()+": "+cmd)
+		}
+	}
+	return found
+}
