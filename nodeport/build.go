@@ -142,11 +142,11 @@ func baseRules(t *Table, f family, opts Options, podCIDRs []netip.Prefix) {
 	hook("nat-output", knftables.NATType, knftables.OutputHook, knftables.DNATPriority, "jump "+chainServices)
 	hook("nat-postrouting", knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, "jump "+chainMasquerading)
 	// Services without endpoints were not DNATed, so the filter hooks still see their frontend; output
-	// must run before DNAT (dstnat - 10) to see it at all.
+	// must run before DNAT (dstnat is -100) to see it at all; nft only accepts the name dstnat in nat chains.
 	check := "ct state new jump " + chainEndpointsCheck
 	hook("filter-input", knftables.FilterType, knftables.InputHook, knftables.FilterPriority+" - 10", check)
 	hook("filter-forward", knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority+" - 10", check)
-	hook("filter-output", knftables.FilterType, knftables.OutputHook, knftables.DNATPriority+" - 10", check)
+	hook("filter-output", knftables.FilterType, knftables.OutputHook, "-110", check)
 
 	mark := fmt.Sprintf("0x%x", opts.MasqueradeMark)
 	t.chain(chainMarkMasq, "meta mark set meta mark | "+mark)
