@@ -22,6 +22,7 @@ import (
 type Lab struct {
 	t      testing.TB
 	prefix string
+	undo   []func()
 	// Bridge is the namespace holding the bridges.
 	Bridge string
 	hosts  int
@@ -34,11 +35,33 @@ func New(t testing.TB) *Lab {
 	testutil.RequireTool(t, "ip", "nft")
 	h := fnv.New32a()
 	h.Write([]byte(t.Name()))
-	l := &Lab{t: t, prefix: fmt.Sprintf("bgan%04x%d", h.Sum32()&0xffff, os.Getpid())}
+	// The clock tells apart the labs of one test (a benchmark builds one per trial).
+	l := &Lab{t: t, prefix: fmt.Sprintf("bg%04x%d%x", h.Sum32()&0xffff, os.Getpid(), time.Now().UnixNano()&0xfffff)}
+	t.Cleanup(l.Close)
 	l.Bridge = l.NetNS("lan")
 	l.IP(l.Bridge, "link", "add", "br0", "type", "bridge")
 	l.IP(l.Bridge, "link", "set", "br0", "up")
 	return l
+}
+
+// Close removes everything the lab made; it runs at the test's cleanup too.
+func (l *Lab) Close() {
+	for i := len(l.undo) - 1; i >= 0; i-- {
+		l.undo[i]()
+	}
+	l.undo = nil
+}
+
+// Enter moves the calling goroutine, locked to its OS thread, into namespace ns for good: the
+// thread is retired when the goroutine ends. For long-lived workers such as traffic generators.
+func Enter(ns string) error {
+	runtime.LockOSThread()
+	f, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 }
 
 // NetNS creates a namespace removed at cleanup, with IPv6 duplicate address detection off so
@@ -46,7 +69,7 @@ func New(t testing.TB) *Lab {
 func (l *Lab) NetNS(name string) string {
 	ns := l.prefix + name
 	Run(l.t, "ip", "netns", "add", ns)
-	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	l.undo = append(l.undo, func() { exec.Command("ip", "netns", "del", ns).Run() })
 	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
 		Run(l.t, "ip", "netns", "exec", ns, "sysctl", "-qw", k+"=0")
 	}
@@ -163,7 +186,7 @@ func (l *Lab) ServeName(ns, name, vip4, local4, vip6, local6 string) {
 			l.t.Fatal(err)
 		}
 	})
-	l.t.Cleanup(func() { ln.Close() })
+	l.undo = append(l.undo, func() { ln.Close() })
 	go ServeName(ln, name)
 }
 
