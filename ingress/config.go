@@ -1,0 +1,99 @@
+package ingress
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/baregate/baregate/ingress/proxy"
+)
+
+// Config is the ingress proxy's configuration.
+type Config struct {
+	// HTTPAddress and HTTPSAddress are the listen addresses; empty disables a listener.
+	HTTPAddress, HTTPSAddress string
+	// ProxyProtocol expects a PROXY protocol (v1 or v2) header on every connection of both listeners.
+	ProxyProtocol bool
+	// Service is the namespace/name of the LoadBalancer Service exposing the listeners; its address
+	// is written into the status of served Ingresses.
+	Service string
+	Balance string
+	// Timeouts for talking to backends, and how long an endpoint that refused is skipped.
+	ConnectTimeout, ReadTimeout, SendTimeout, PassiveHealthTimeout time.Duration
+	Retries                                                        int
+	MaxIdleConnsPerEndpoint                                        int
+	TrustForwardedHeaders                                          bool
+	AccessLog                                                      bool
+	ServerHeader                                                   string
+	// MinSyncInterval bounds how often the route table is rebuilt during a burst of changes.
+	MinSyncInterval time.Duration
+}
+
+// AddFlags registers the ingress flags on fs, with defaults.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.HTTPAddress, "ingress-http-address", ":80", "The address the ingress proxy serves HTTP on (ip:port, [ip]:port or :port); empty disables HTTP. HTTP/2 without TLS (h2c, for gRPC clients) is accepted too.")
+	fs.StringVar(&c.HTTPSAddress, "ingress-https-address", ":443", "The address the ingress proxy serves HTTPS on; empty disables HTTPS. Certificates come from the kubernetes.io/tls Secrets named in spec.tls of the Ingresses, chosen by SNI; other names get a self-signed default certificate.")
+	fs.BoolVar(&c.ProxyProtocol, "ingress-proxy-protocol", false, "Require a PROXY protocol (v1 or v2) header on every ingress connection, as sent by a balancer in front of baregate, and use the client address it carries.")
+	fs.StringVar(&c.Service, "ingress-service", "baregate-system/baregate-ingress", "The namespace/name of the LoadBalancer Service that exposes the ingress proxy. Its status.loadBalancer is copied to the status of every Ingress baregate serves.")
+	fs.StringVar(&c.Balance, "ingress-load-balance", proxy.RoundRobin, "How requests are spread over a backend's endpoints: '"+proxy.RoundRobin+"' or '"+proxy.LeastInFlight+"' (power of two choices by requests in flight).")
+	fs.DurationVar(&c.ConnectTimeout, "ingress-connect-timeout", 5*time.Second, "The longest wait for a connection to a backend endpoint, like nginx's proxy_connect_timeout.")
+	fs.DurationVar(&c.ReadTimeout, "ingress-read-timeout", 60*time.Second, "The longest wait for each read from a backend (response headers, then between body reads), like nginx's proxy_read_timeout.")
+	fs.DurationVar(&c.SendTimeout, "ingress-send-timeout", 60*time.Second, "The longest wait for each write to a backend, like nginx's proxy_send_timeout.")
+	fs.DurationVar(&c.PassiveHealthTimeout, "ingress-passive-health-timeout", 10*time.Second, "How long an endpoint that refused a connection is skipped for new requests (unless every endpoint is skipped).")
+	fs.IntVar(&c.Retries, "ingress-retries", 2, "How many other endpoints a request is retried on after a connection failure (any request whose body was not sent yet) or a failure of an idempotent request.")
+	fs.IntVar(&c.MaxIdleConnsPerEndpoint, "ingress-max-idle-conns-per-endpoint", 1024, "Keep-alive connections kept open to each backend endpoint.")
+	fs.BoolVar(&c.TrustForwardedHeaders, "ingress-trust-forwarded-headers", false, "Keep the X-Forwarded-* headers clients send (when every client comes through another proxy that sets them) instead of replacing them.")
+	fs.BoolVar(&c.AccessLog, "ingress-access-log", false, "Log every proxied request as a structured log line.")
+	fs.StringVar(&c.ServerHeader, "ingress-server-header", "baregate", "The Server header of every ingress response.")
+	fs.DurationVar(&c.MinSyncInterval, "ingress-min-sync-interval", 10*time.Millisecond, "The shortest time between two route table rebuilds; changes arriving meanwhile are applied together.")
+}
+
+// Validate reports the first invalid value.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.HTTPAddress == "" && c.HTTPSAddress == "" {
+		errs = append(errs, errors.New("--ingress-http-address and --ingress-https-address are both empty: the ingress would serve nothing"))
+	}
+	for flag, addr := range map[string]string{"--ingress-http-address": c.HTTPAddress, "--ingress-https-address": c.HTTPSAddress} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", flag, addr, err))
+		}
+	}
+	if _, err := c.serviceKey(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Balance != proxy.RoundRobin && c.Balance != proxy.LeastInFlight {
+		errs = append(errs, fmt.Errorf("--ingress-load-balance %q: want %s or %s", c.Balance, proxy.RoundRobin, proxy.LeastInFlight))
+	}
+	for flag, d := range map[string]time.Duration{"--ingress-connect-timeout": c.ConnectTimeout, "--ingress-read-timeout": c.ReadTimeout, "--ingress-send-timeout": c.SendTimeout, "--ingress-passive-health-timeout": c.PassiveHealthTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", flag, d))
+		}
+	}
+	if c.Retries < 0 || c.Retries > 3 {
+		errs = append(errs, fmt.Errorf("--ingress-retries must be 0 to 3, got %d", c.Retries))
+	}
+	if c.MaxIdleConnsPerEndpoint < 1 {
+		errs = append(errs, fmt.Errorf("--ingress-max-idle-conns-per-endpoint must be at least 1, got %d", c.MaxIdleConnsPerEndpoint))
+	}
+	if c.MinSyncInterval < 0 {
+		errs = append(errs, fmt.Errorf("--ingress-min-sync-interval must not be negative, got %s", c.MinSyncInterval))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) serviceKey() (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(c.Service, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return types.NamespacedName{}, fmt.Errorf("--ingress-service %q: want namespace/name", c.Service)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}

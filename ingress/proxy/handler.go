@@ -1,0 +1,316 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+type handler struct {
+	p     *Proxy
+	proto []string // X-Forwarded-Proto, shared and never modified
+	port  []string // X-Forwarded-Port
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// hopHeaders are connection-level headers (RFC 9110 7.6.1) that a proxy must not forward.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// statusClientClosed is nginx's 499: the client went away before the response.
+const statusClientClosed = 499
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	p := h.p
+	st := p.state.Load()
+	if st == nil {
+		h.plain(w, http.StatusServiceUnavailable, "no route table yet")
+		return
+	}
+	rt := st.table.Match(r.Host, r.URL.Path)
+	if rt == nil {
+		h.plain(w, http.StatusNotFound, "no Ingress rule matches this host and path")
+		return
+	}
+	rs, bs, pl := st.routes[rt.ID], st.backends[rt.Backend.ID], st.pools[rt.Backend.ID]
+	code, upstream, sent, received := h.forward(w, r, pl, bs)
+	rs.codes[codeSlot(code)].Add(1)
+	rs.bytesOut.Add(uint64(sent))
+	rs.bytesIn.Add(uint64(received))
+	elapsed := time.Since(start)
+	rs.latency.Observe(elapsed.Seconds())
+	if p.opts.AccessLog {
+		p.opts.Logger.Info("Request", "client", r.RemoteAddr, "method", r.Method, "host", r.Host, "uri", r.RequestURI,
+			"proto", r.Proto, "status", code, "bytesSent", sent, "bytesReceived", received, "duration", elapsed,
+			"ingress", rt.Ingress.String(), "service", rt.Backend.Service.String(), "upstream", upstream)
+	}
+}
+
+// plain answers a request the proxy cannot forward.
+func (h *handler) plain(w http.ResponseWriter, code int, msg string) {
+	hdr := w.Header()
+	hdr["Server"] = h.p.serverHdr
+	hdr["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	hdr["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, http.StatusText(code)+": "+msg+"\n")
+}
+
+// forward sends r to an endpoint of pl, retrying on other endpoints when that is safe, and copies the
+// response back. It returns the status sent to the client, the endpoint used and the body bytes sent
+// and received.
+func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *backendStats) (code int, upstream string, sent, received int64) {
+	p := h.p
+	if len(pl.eps) == 0 {
+		h.plain(w, http.StatusServiceUnavailable, "the backend has no ready endpoints")
+		return http.StatusServiceUnavailable, "", 0, 0
+	}
+	out := h.outgoing(r)
+	var body *countingBody
+	if out.Body != nil {
+		body = &countingBody{rc: r.Body}
+		out.Body = body
+	}
+	upgrade := out.Header.Get("Upgrade") != ""
+	transport := p.http1
+	if pl.h2c && !upgrade {
+		transport = p.h2c
+	}
+	var triedBuf [4]*endpoint
+	tried := triedBuf[:0]
+	attempts := min(p.opts.Retries+1, len(pl.eps))
+	for {
+		now := time.Now()
+		ep := pl.pick(p.opts.Balance, tried, now)
+		if ep == nil {
+			break
+		}
+		tried = append(tried, ep)
+		url := *r.URL
+		url.Scheme, url.Host = "http", ep.hostport
+		out.URL = &url
+		ep.inflight.Add(1)
+		resp, err := transport.RoundTrip(out)
+		if err == nil {
+			code, sent = h.respond(w, r, resp, ep)
+			ep.inflight.Add(-1)
+			if body != nil {
+				received = body.n
+			}
+			return code, ep.hostport, sent, received
+		}
+		ep.inflight.Add(-1)
+		if r.Context().Err() != nil {
+			return statusClientClosed, ep.hostport, 0, 0
+		}
+		bs.upstreamErrors.Add(1)
+		var de *dialError
+		dialFailed := errors.As(err, &de)
+		if dialFailed {
+			ep.downUntil.Store(now.Add(p.opts.PassiveHealthTimeout).UnixNano())
+		}
+		untouched := body == nil || !body.touched
+		if len(tried) < attempts && untouched && (dialFailed || idempotent(r.Method)) {
+			bs.retries.Add(1)
+			if body != nil {
+				body = &countingBody{rc: r.Body}
+				out.Body = body
+			}
+			continue
+		}
+		code = http.StatusBadGateway
+		if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+			code = http.StatusGatewayTimeout
+		}
+		p.opts.Logger.V(2).Info("Upstream request failed", "upstream", ep.hostport, "err", err)
+		h.plain(w, code, "the backend endpoint failed")
+		return code, ep.hostport, 0, 0
+	}
+	h.plain(w, http.StatusBadGateway, "no backend endpoint could be reached")
+	return http.StatusBadGateway, "", 0, 0
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// outgoing builds the request to the backend: the client's request with hop-by-hop headers removed
+// and the forwarding headers set. The client's Host header is kept, as Ingress backends expect.
+func (h *handler) outgoing(r *http.Request) *http.Request {
+	out := r.WithContext(r.Context())
+	out.RequestURI = ""
+	out.Close = false
+	if r.ContentLength == 0 || r.Body == http.NoBody {
+		out.Body = nil
+	}
+	hdr := make(http.Header, len(r.Header)+6)
+	for k, v := range r.Header {
+		hdr[k] = v
+	}
+	upgrade := ""
+	if c := r.Header["Connection"]; len(c) > 0 {
+		for _, f := range c {
+			for _, tok := range strings.Split(f, ",") {
+				tok = textproto.TrimString(tok)
+				if strings.EqualFold(tok, "upgrade") {
+					upgrade = r.Header.Get("Upgrade")
+				}
+				if tok != "" {
+					delete(hdr, textproto.CanonicalMIMEHeaderKey(tok))
+				}
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(hdr, k)
+	}
+	if te := r.Header["Te"]; len(te) > 0 && strings.Contains(strings.ToLower(strings.Join(te, ",")), "trailers") {
+		hdr["Te"] = []string{"trailers"} // gRPC needs it
+	}
+	if upgrade != "" {
+		hdr["Connection"] = []string{"Upgrade"}
+		hdr["Upgrade"] = []string{upgrade}
+	}
+	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		clientIP = r.RemoteAddr
+	}
+	ip := []string{clientIP}
+	if prior := r.Header["X-Forwarded-For"]; h.p.opts.TrustForwardedHeaders && len(prior) > 0 {
+		hdr["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + clientIP}
+	} else {
+		hdr["X-Forwarded-For"] = ip
+	}
+	if !h.p.opts.TrustForwardedHeaders || len(r.Header["X-Forwarded-Proto"]) == 0 {
+		hdr["X-Forwarded-Proto"] = h.proto
+		hdr["X-Forwarded-Host"] = []string{r.Host}
+		hdr["X-Forwarded-Port"] = h.port
+		hdr["X-Real-Ip"] = ip
+	}
+	if _, ok := hdr["User-Agent"]; !ok {
+		hdr["User-Agent"] = []string{""} // keep Go from adding its own
+	}
+	out.Header = hdr
+	return out
+}
+
+// respond copies a backend response to the client, streaming: a body of unknown length is flushed
+// as it arrives, and trailers (gRPC status) follow it.
+func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, ep *endpoint) (int, int64) {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return h.upgrade(w, r, resp)
+	}
+	defer resp.Body.Close()
+	dst := w.Header()
+	for k, v := range resp.Header {
+		dst[k] = v
+	}
+	if c := resp.Header["Connection"]; len(c) > 0 {
+		for _, f := range c {
+			for _, tok := range strings.Split(f, ",") {
+				if tok = textproto.TrimString(tok); tok != "" {
+					delete(dst, textproto.CanonicalMIMEHeaderKey(tok))
+				}
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(dst, k)
+	}
+	dst["Server"] = h.p.serverHdr
+	var announced []string
+	if len(resp.Trailer) > 0 {
+		announced = make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			announced = append(announced, k)
+		}
+		dst["Trailer"] = []string{strings.Join(announced, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	stream := resp.ContentLength < 0 || resp.ProtoMajor == 2
+	n, err := copyBody(w, resp.Body, stream)
+	if err != nil {
+		// The status is sent; all that is left is to cut the client's response short, as nginx does.
+		if !errors.Is(err, context.Canceled) {
+			h.p.opts.Logger.V(2).Info("Copying the response body failed", "upstream", ep.hostport, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	// Trailers announced up front are set by name; others (HTTP/2 backends need not announce them)
+	// with the TrailerPrefix.
+	for k, v := range resp.Trailer {
+		if slices.Contains(announced, k) {
+			dst[k] = v
+		} else {
+			dst[http.TrailerPrefix+k] = v
+		}
+	}
+	return resp.StatusCode, n
+}
+
+// copyBody copies src to w with a pooled buffer, flushing after each read when stream is set.
+func copyBody(w http.ResponseWriter, src io.Reader, stream bool) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var flusher http.Flusher
+	if stream {
+		flusher, _ = w.(http.Flusher)
+	}
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// countingBody passes the client's request body to the backend, noting whether any of it was read
+// (after which a retry is no longer safe) and how much. It leaves closing the client's body to the
+// server.
+type countingBody struct {
+	rc      io.ReadCloser
+	n       int64
+	touched bool
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	b.touched = true
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *countingBody) Close() error { return nil }

@@ -1,0 +1,231 @@
+// Package proxy is the ingress's reverse proxy: it matches each request against the current route
+// table and forwards it straight to a backend endpoint, balancing, retrying and timing out like nginx.
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/klog/v2"
+
+	"github.com/baregate/baregate/ingress/route"
+	"github.com/baregate/baregate/internal/cluster"
+)
+
+// Options tune the proxy. New fills zero values with the defaults in brackets.
+type Options struct {
+	Balance                 string        // RoundRobin [default] or LeastInFlight
+	ConnectTimeout          time.Duration // [5s]
+	ReadTimeout             time.Duration // longest wait for each read from a backend [60s]
+	SendTimeout             time.Duration // longest wait for each write to a backend [60s]
+	PassiveHealthTimeout    time.Duration // how long an endpoint that refused a connection is skipped [10s]
+	Retries                 int           // further endpoints tried after a connection failure [2]
+	MaxIdleConnsPerEndpoint int           // keep-alive connections kept per endpoint [1024]
+	ServerHeader            string        // Server header on every response [baregate]
+	// TrustForwardedHeaders keeps the X-Forwarded-* headers clients send (behind another proxy that
+	// sets them) instead of replacing them.
+	TrustForwardedHeaders bool
+	// AccessLog logs every request at info level.
+	AccessLog bool
+	Logger    klog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Balance == "" {
+		o.Balance = RoundRobin
+	}
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	set(&o.ConnectTimeout, 5*time.Second)
+	set(&o.ReadTimeout, 60*time.Second)
+	set(&o.SendTimeout, 60*time.Second)
+	set(&o.PassiveHealthTimeout, 10*time.Second)
+	if o.Retries == 0 {
+		o.Retries = 2
+	}
+	if o.MaxIdleConnsPerEndpoint == 0 {
+		o.MaxIdleConnsPerEndpoint = 1024
+	}
+	if o.ServerHeader == "" {
+		o.ServerHeader = "baregate"
+	}
+}
+
+// Proxy forwards requests by the route table last given to Swap.
+type Proxy struct {
+	opts      Options
+	serverHdr []string
+	state     atomic.Pointer[state]
+	http1     *http.Transport
+	h2c       *http.Transport
+	metrics   *metrics
+
+	// mu guards the registries below, which Swap updates and scrapes read.
+	mu           sync.Mutex
+	endpoints    map[netip.AddrPort]*endpoint
+	rotations    map[string]*atomic.Uint64 // round-robin counters by backend key
+	routeStats   map[string]*routeStats
+	backendStats map[string]*backendStats
+}
+
+// state is what one request needs, published atomically: a table and the live objects its routes
+// and backends index.
+type state struct {
+	table    *route.Table
+	pools    []*pool         // by Backend.ID
+	backends []*backendStats // by Backend.ID
+	routes   []*routeStats   // by Route.ID
+}
+
+// New returns a Proxy that answers 503 until the first Swap. Its metrics are registered on reg (nil
+// for none).
+func New(opts Options, reg prometheus.Registerer) (*Proxy, error) {
+	opts.defaults()
+	if opts.Balance != RoundRobin && opts.Balance != LeastInFlight {
+		return nil, fmt.Errorf("unknown balancing algorithm %q (want %s or %s)", opts.Balance, RoundRobin, LeastInFlight)
+	}
+	p := &Proxy{
+		opts:         opts,
+		serverHdr:    []string{opts.ServerHeader},
+		http1:        newTransport(opts, false),
+		h2c:          newTransport(opts, true),
+		endpoints:    map[netip.AddrPort]*endpoint{},
+		rotations:    map[string]*atomic.Uint64{},
+		routeStats:   map[string]*routeStats{},
+		backendStats: map[string]*backendStats{},
+	}
+	p.metrics = newMetrics(p)
+	if reg != nil {
+		if err := reg.Register(p.metrics); err != nil {
+			return nil, fmt.Errorf("registering ingress proxy metrics: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// Swap makes t the route table for new requests. Requests in flight finish with the table they
+// started with; endpoint state, rotations and counters carry over by key.
+func (p *Proxy) Swap(t *route.Table) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := &state{table: t, pools: make([]*pool, len(t.Backends)), backends: make([]*backendStats, len(t.Backends)), routes: make([]*routeStats, len(t.Routes))}
+	liveEPs := map[netip.AddrPort]bool{}
+	liveBackends := map[string]bool{}
+	for i, b := range t.Backends {
+		key := b.Key()
+		liveBackends[key] = true
+		rot := p.rotations[key]
+		if rot == nil {
+			rot = new(atomic.Uint64)
+			p.rotations[key] = rot
+		}
+		bs := p.backendStats[key]
+		if bs == nil {
+			bs = &backendStats{labels: []string{b.Service.String(), b.Port}}
+			p.backendStats[key] = bs
+		}
+		pl := &pool{rr: rot, h2c: b.H2C, eps: make([]*endpoint, len(b.Endpoints))}
+		for j, a := range b.Endpoints {
+			e := p.endpoints[a]
+			if e == nil {
+				e = &endpoint{addr: a, hostport: a.String()}
+				p.endpoints[a] = e
+			}
+			liveEPs[a] = true
+			pl.eps[j] = e
+		}
+		st.pools[i], st.backends[i] = pl, bs
+	}
+	liveRoutes := map[string]bool{}
+	for i, r := range t.Routes {
+		key := r.Key()
+		liveRoutes[key] = true
+		rs := p.routeStats[key]
+		if rs == nil {
+			host, path := r.Host, r.Path
+			if host == "" {
+				host = "*"
+			}
+			if path == "" {
+				path = "(default)"
+			}
+			rs = &routeStats{labels: []string{host, path, r.Ingress.String(), r.Backend.Service.String()}}
+			rs.latency = p.metrics.latency.WithLabelValues(rs.labels...)
+			p.routeStats[key] = rs
+		}
+		st.routes[i] = rs
+	}
+	for a := range p.endpoints {
+		if !liveEPs[a] {
+			delete(p.endpoints, a)
+		}
+	}
+	for k := range p.rotations {
+		if !liveBackends[k] {
+			delete(p.rotations, k)
+			delete(p.backendStats, k)
+		}
+	}
+	for k, rs := range p.routeStats {
+		if !liveRoutes[k] {
+			p.metrics.latency.DeleteLabelValues(rs.labels...)
+			delete(p.routeStats, k)
+		}
+	}
+	p.state.Store(st)
+}
+
+// Table returns the route table in force, or nil before the first Swap.
+func (p *Proxy) Table() *route.Table {
+	if st := p.state.Load(); st != nil {
+		return st.table
+	}
+	return nil
+}
+
+// Routes lists the route table in force with its counters, for the dashboard.
+func (p *Proxy) Routes() []cluster.Route {
+	st := p.state.Load()
+	if st == nil {
+		return nil
+	}
+	out := make([]cluster.Route, 0, len(st.table.Routes))
+	for i, r := range st.table.Routes {
+		req, errs := st.routes[i].requests()
+		port := r.Backend.Port
+		out = append(out, cluster.Route{
+			Host: r.Host, Path: r.Path, PathType: r.PathType, TLS: r.TLS, Ingress: r.Ingress,
+			Service: r.Backend.Service, Port: port, Endpoints: r.Backend.Ready, Requests: req, Errors: errs,
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Host != out[j].Host {
+			return out[i].Host < out[j].Host
+		}
+		return out[i].Path < out[j].Path
+	})
+	return slices.Clip(out)
+}
+
+// CloseIdleConnections closes pooled upstream connections (at shutdown).
+func (p *Proxy) CloseIdleConnections() {
+	p.http1.CloseIdleConnections()
+	p.h2c.CloseIdleConnections()
+}
+
+// Handler returns the handler for one listener; scheme ("http" or "https") and port are what the
+// X-Forwarded-Proto and X-Forwarded-Port headers report.
+func (p *Proxy) Handler(scheme string, port int) http.Handler {
+	return &handler{p: p, proto: []string{scheme}, port: []string{strconv.Itoa(port)}}
+}

@@ -1,0 +1,160 @@
+package ingress
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/klog/v2"
+
+	"github.com/baregate/baregate/ingress/proxyproto"
+)
+
+type listeners struct {
+	servers []*http.Server
+	lns     []net.Listener
+	tls     []bool
+}
+
+// tlsConfig picks the certificate by SNI from the route table in force, so certificate changes
+// apply to new handshakes without touching established connections.
+func (i *Ingress) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{ // TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 ones are fixed
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if t := i.proxy.Table(); t != nil {
+				if c := t.Certs.Lookup(hello.ServerName); c != nil {
+					return c, nil
+				}
+			}
+			return i.defCert, nil
+		},
+	}
+}
+
+func (i *Ingress) listen() (*listeners, error) {
+	l := &listeners{}
+	add := func(addr string, useTLS bool) error {
+		if addr == "" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listening for ingress traffic on %s: %w", addr, err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		if i.cfg.ProxyProtocol {
+			ln = &proxyproto.Listener{Listener: ln, Timeout: 10 * time.Second}
+		}
+		scheme := "http"
+		protos := new(http.Protocols)
+		protos.SetHTTP1(true)
+		if useTLS {
+			scheme = "https"
+			protos.SetHTTP2(true)
+		} else {
+			protos.SetUnencryptedHTTP2(true) // gRPC clients speak h2c with prior knowledge
+		}
+		active := i.metrics.active.WithLabelValues(scheme)
+		srv := &http.Server{
+			Handler:           i.proxy.Handler(scheme, port),
+			Protocols:         protos,
+			ReadHeaderTimeout: 60 * time.Second,
+			IdleTimeout:       75 * time.Second, // nginx's keepalive_timeout
+			MaxHeaderBytes:    1 << 20,
+			ErrorLog:          log.New(serverLog{}, "", 0),
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				switch s {
+				case http.StateNew:
+					active.Inc()
+				case http.StateClosed, http.StateHijacked:
+					active.Dec()
+				}
+			},
+		}
+		if useTLS {
+			srv.TLSConfig = i.tlsConfig()
+		}
+		l.servers, l.lns, l.tls = append(l.servers, srv), append(l.lns, ln), append(l.tls, useTLS)
+		return nil
+	}
+	if err := errors.Join(add(i.cfg.HTTPAddress, false), add(i.cfg.HTTPSAddress, true)); err != nil {
+		for _, ln := range l.lns {
+			ln.Close()
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *listeners) serve(errc chan<- error) {
+	for k, srv := range l.servers {
+		go func() {
+			var err error
+			if l.tls[k] {
+				err = srv.ServeTLS(l.lns[k], "", "")
+			} else {
+				err = srv.Serve(l.lns[k])
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+}
+
+func (l *listeners) shutdown(ctx context.Context) {
+	for _, srv := range l.servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+	}
+}
+
+// addrs returns the bound addresses (tests listen on port 0).
+func (l *listeners) addrs() []net.Addr {
+	var out []net.Addr
+	for _, ln := range l.lns {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// serverLog sends net/http's server errors (mostly clients failing TLS handshakes) to klog at a
+// verbosity where they do not drown the log.
+type serverLog struct{}
+
+func (serverLog) Write(p []byte) (int, error) {
+	klog.Background().WithName("ingress").V(4).Info("HTTP server", "msg", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+type serverMetrics struct {
+	active *prometheus.GaugeVec
+}
+
+func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
+	m := &serverMetrics{active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "baregate_ingress_active_connections",
+		Help: "Client connections open on the ingress listeners, by listener (http, https).",
+	}, []string{"listener"})}
+	if reg != nil {
+		if err := reg.Register(m.active); err != nil {
+			return nil, fmt.Errorf("registering ingress connection metrics: %w", err)
+		}
+	}
+	return m, nil
+}
