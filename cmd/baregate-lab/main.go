@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/baregate/baregate/internal/lab"
 	"github.com/baregate/baregate/internal/lab/echo"
 )
 
@@ -80,6 +81,13 @@ func podRun(args []string) error {
 	switch args[0] {
 	case echo.Program:
 		return echo.Main(args[1:])
+	case lab.GatewayProgram:
+		// The gateway Pod's command is the baregate binary itself: become it, so the kubelet's
+		// signals and the process tree are those of a real container.
+		if len(args) < 2 {
+			return errors.New("pod-run gateway: no command")
+		}
+		return syscall.Exec(args[1], args[1:], os.Environ())
 	}
 	return fmt.Errorf("pod-run: no built-in program %q", args[0])
 }

@@ -3,28 +3,48 @@ package lab
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Labels and annotation of the Pods that stand for the lab's gateway processes.
+// The Pods that run baregate on the lab's nodes, as the chart's DaemonSet's would.
 const (
 	GatewayAppLabel = "app.kubernetes.io/name"
 	GatewayApp      = "baregate"
-	// UnmanagedAnnotation marks Pods whose process the lab runs itself: the lab kubelet leaves them alone.
-	UnmanagedAnnotation = "lab.baregate.io/unmanaged"
+	// GatewayImage is the image name the lab kubelet runs as `baregate-lab pod-run gateway <command>`.
+	GatewayImage = "baregate.io/lab-gateway"
+	// GatewayProgram is the pod-run program that execs a gateway container's command.
+	GatewayProgram = "gateway"
+	// gatewayAdminPort is baregate's default --admin-address port, probed for readiness.
+	gatewayAdminPort = 9710
 )
 
-// GatewayPodName is the name of the Pod that represents node i's gateway.
+// GatewayPodName is the name of the Pod that runs node i's gateway.
 func GatewayPodName(i int) string { return "baregate-" + NodeName(i) }
 
-// StartGateway runs baregate on node i as the DaemonSet would (in the node's namespace, with its node
-// name and a kubeconfig) and marks its Pod Ready.
+// programFor maps the gateway image to the gateway program and everything else to the echo images.
+func programFor(echoFor func(string, []string) (string, []string, bool)) func(string, []string) (string, []string, bool) {
+	return func(image string, args []string) (string, []string, bool) {
+		if image == GatewayImage {
+			return GatewayProgram, args, len(args) > 0
+		}
+		return echoFor(image, args)
+	}
+}
+
+// StartGateway creates node i's gateway Pod: a hostNetwork Pod the lab kubelet runs in the node's
+// namespace with the node's name and the lab's kubeconfig, exactly as the DaemonSet would. It returns
+// once the Pod is Ready (baregate's /readyz answers).
 func (l *Lab) StartGateway(ctx context.Context, i int) error {
 	if i < 1 || i > l.o.Nodes {
 		return fmt.Errorf("no node %d in a lab of %d", i, l.o.Nodes)
@@ -32,136 +52,153 @@ func (l *Lab) StartGateway(ctx context.Context, i int) error {
 	if l.o.GatewayBinary == "" {
 		return fmt.Errorf("no gateway binary: set Options.GatewayBinary or StartGateway")
 	}
-	l.mu.Lock()
-	running := l.gateways[i]
-	l.mu.Unlock()
-	if running != nil && !running.exited() {
-		return fmt.Errorf("the gateway of %s already runs", NodeName(i))
-	}
-	if err := l.ensureGatewayPod(ctx, i); err != nil {
+	if err := l.ensureNamespace(ctx, GatewayNamespace); err != nil {
 		return err
 	}
-	args := append([]string{l.o.GatewayBinary,
+	pods := l.client.CoreV1().Pods(GatewayNamespace)
+	if _, err := pods.Create(ctx, l.gatewayPod(i), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating the gateway Pod of %s: %w", NodeName(i), err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, GatewayPodName(i), metav1.GetOptions{})
+		return err == nil && PodReady(p), nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the gateway of %s to be Ready (logs under %s): %w", NodeName(i), filepath.Join(l.o.Dir, "kubelet"), err)
+	}
+	return nil
+}
+
+// KillGateway deletes node i's gateway Pod at once (grace period 0), as a node losing its gateway would,
+// and returns when the process is gone. StartGateway brings it back.
+func (l *Lab) KillGateway(ctx context.Context, i int) error {
+	zero := int64(0)
+	err := l.client.CoreV1().Pods(GatewayNamespace).Delete(ctx, GatewayPodName(i), metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the gateway Pod of %s: %w", NodeName(i), err)
+	}
+	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		return len(l.gatewayPIDs(i)) == 0, nil
+	})
+}
+
+// CrashGateway SIGKILLs node i's gateway process; the kubelet restarts it, as after a crash.
+func (l *Lab) CrashGateway(i int) error {
+	pids := l.gatewayPIDs(i)
+	if len(pids) == 0 {
+		return fmt.Errorf("no gateway process runs on %s", NodeName(i))
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			return fmt.Errorf("killing the gateway of %s: %w", NodeName(i), err)
+		}
+	}
+	return nil
+}
+
+// GatewayRunning reports whether a gateway process runs on node i.
+func (l *Lab) GatewayRunning(i int) bool { return len(l.gatewayPIDs(i)) > 0 }
+
+// gatewayPIDs finds node i's gateway processes by their command line.
+func (l *Lab) gatewayPIDs(i int) []int {
+	want := []string{l.o.GatewayBinary, "--node-name=" + NodeName(i), "--kubeconfig=" + l.KubeconfigPath()}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) < 3 || args[0] != want[0] {
+			continue
+		}
+		n := 0
+		for _, a := range args {
+			if a == want[1] || a == want[2] {
+				n++
+			}
+		}
+		if n == 2 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func (l *Lab) gatewayPod(i int) *corev1.Pod {
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	args := append([]string{
 		"--node-name=" + NodeName(i),
 		"--kubeconfig=" + l.KubeconfigPath(),
 		"--namespace=" + GatewayNamespace,
 	}, l.o.GatewayArgs...)
-	name := "baregate-" + NodeName(i)
-	p, err := startProcess(l.NodeNetns(i), name, filepath.Join(l.o.Dir, "logs", name+".log"), l.o.Log, args...)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	l.gateways[i] = p
-	l.mu.Unlock()
-	return l.setGatewayReady(ctx, i, true)
-}
-
-// KillGateway kills node i's gateway at once (SIGKILL, no clean shutdown), as a crash would, and marks
-// its Pod not Ready as a kubelet would on the failing probe.
-func (l *Lab) KillGateway(ctx context.Context, i int) error {
-	l.mu.Lock()
-	p := l.gateways[i]
-	delete(l.gateways, i)
-	l.mu.Unlock()
-	if p == nil {
-		return fmt.Errorf("no gateway runs on %s", NodeName(i))
-	}
-	if err := p.stop(0); err != nil {
-		return err
-	}
-	return l.setGatewayReady(ctx, i, false)
-}
-
-// GatewayRunning reports whether node i's gateway process is alive.
-func (l *Lab) GatewayRunning(i int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p := l.gateways[i]
-	return p != nil && !p.exited()
-}
-
-func (l *Lab) ensureGatewayPod(ctx context.Context, i int) error {
-	cs := l.client
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: GatewayNamespace}}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating namespace %s: %w", GatewayNamespace, err)
-	}
-	// Pods are refused until the namespace's default ServiceAccount exists.
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := cs.CoreV1().ServiceAccounts(GatewayNamespace).Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, nil
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for the default ServiceAccount of %s: %w", GatewayNamespace, err)
-	}
-	pod := &corev1.Pod{
+	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        GatewayPodName(i),
-			Namespace:   GatewayNamespace,
-			Labels:      map[string]string{GatewayAppLabel: GatewayApp, "app.kubernetes.io/instance": GatewayApp},
-			Annotations: map[string]string{UnmanagedAnnotation: "true"},
+			Name:      GatewayPodName(i),
+			Namespace: GatewayNamespace,
+			Labels:    map[string]string{GatewayAppLabel: GatewayApp, "app.kubernetes.io/instance": GatewayApp},
 		},
 		Spec: corev1.PodSpec{
-			NodeName:    NodeName(i),
-			HostNetwork: true,
+			NodeName:      NodeName(i),
+			HostNetwork:   true,
+			RestartPolicy: corev1.RestartPolicyAlways,
 			Containers: []corev1.Container{{
-				Name:  "baregate",
-				Image: "baregate:lab",
+				Name:    "baregate",
+				Image:   GatewayImage,
+				Command: []string{l.o.GatewayBinary},
+				Args:    args,
+				Env: []corev1.EnvVar{
+					fieldEnv("NODE_NAME", "spec.nodeName"),
+					fieldEnv("POD_NAME", "metadata.name"),
+					fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+				},
 				Ports: []corev1.ContainerPort{
 					{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP},
 					{Name: "https", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
+					{Name: "admin", ContainerPort: gatewayAdminPort, Protocol: corev1.ProtocolTCP},
+				},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("admin")}},
+					PeriodSeconds: 1,
 				},
 			}},
 			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 		},
 	}
-	if _, err := cs.CoreV1().Pods(GatewayNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating the gateway Pod of %s: %w", NodeName(i), err)
+}
+
+// ensureNamespace creates ns and waits for its default ServiceAccount, without which Pods are refused.
+func (l *Lab) ensureNamespace(ctx context.Context, name string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := l.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := l.client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the default ServiceAccount of %s: %w", name, err)
 	}
 	return nil
 }
 
-// setGatewayReady writes the status a kubelet would for a hostNetwork Pod whose container runs (or not).
-func (l *Lab) setGatewayReady(ctx context.Context, i int, ready bool) error {
-	pods := l.client.CoreV1().Pods(GatewayNamespace)
-	v4, v6 := NodeIPs(i)
-	cond := corev1.ConditionFalse
-	if ready {
-		cond = corev1.ConditionTrue
+// PodReady reports whether the Pod's Ready condition is True.
+func PodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
 	}
-	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		pod, err := pods.Get(ctx, GatewayPodName(i), metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		now := metav1.Now()
-		pod.Status.Phase = corev1.PodRunning
-		pod.Status.HostIP = v4
-		pod.Status.HostIPs = []corev1.HostIP{{IP: v4}, {IP: v6}}
-		pod.Status.PodIP = v4
-		pod.Status.PodIPs = []corev1.PodIP{{IP: v4}, {IP: v6}}
-		if pod.Status.StartTime == nil {
-			pod.Status.StartTime = &now
-		}
-		pod.Status.Conditions = []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: cond, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: cond, LastTransitionTime: now},
-		}
-		state := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}
-		if !ready {
-			state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error", FinishedAt: now}}
-		}
-		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{
-			Name: "baregate", Image: "baregate:lab", ImageID: "baregate:lab", Ready: ready, State: state,
-			Started: &ready, RestartCount: 0,
-		}}
-		_, err = pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{})
-		if err != nil && !apierrors.IsConflict(err) {
-			return false, fmt.Errorf("writing the status of the gateway Pod of %s: %w", NodeName(i), err)
-		}
-		return err == nil, nil
-	})
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/baregate/baregate/internal/lab/echo"
 	"github.com/baregate/baregate/internal/lab/kubelet"
 )
 
@@ -36,6 +37,7 @@ func (l *Lab) kubeletConfig(i int) kubelet.Config {
 		Self:        l.o.Self,
 		StateDir:    filepath.Join(l.o.Dir, "kubelet", NodeName(i)),
 		NetnsPrefix: PodNetnsPrefix(l.o.ID),
+		ProgramFor:  programFor(echo.ProgramFor),
 	}
 }
 
@@ -52,7 +54,7 @@ func (l *Lab) startKubelets(ctx, runCtx context.Context) error {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			if err := runKubelet(runCtx, cfg); err != nil && runCtx.Err() == nil {
+			if err := kubelet.Run(runCtx, cfg); err != nil && runCtx.Err() == nil {
 				l.setErr(fmt.Errorf("kubelet of %s: %w", cfg.NodeName, err))
 			}
 		}()
@@ -60,7 +62,7 @@ func (l *Lab) startKubelets(ctx, runCtx context.Context) error {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		if err := runBinder(runCtx, l.client, nodes); err != nil && runCtx.Err() == nil {
+		if err := kubelet.RunBinder(runCtx, l.client, nodes); err != nil && runCtx.Err() == nil {
 			l.setErr(fmt.Errorf("pod binder: %w", err))
 		}
 	}()

@@ -92,9 +92,8 @@ type Lab struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	gateways map[int]*process
-	bgErr    error
+	mu    sync.Mutex
+	bgErr error
 }
 
 // Info is what `baregate-lab status` and other processes learn about a running lab.
@@ -125,7 +124,7 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, fmt.Errorf("creating %s: %w", o.Dir, err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	l = &Lab{o: o, net: network{id: o.ID, nodes: o.Nodes, clients: o.Clients}, cancel: cancel, gateways: map[int]*process{}}
+	l = &Lab{o: o, net: network{id: o.ID, nodes: o.Nodes, clients: o.Clients}, cancel: cancel}
 	defer func() {
 		if err != nil {
 			l.Down()
@@ -168,12 +167,6 @@ func (l *Lab) Down() error {
 	l.cancel()
 	l.wg.Wait()
 	var errs []error
-	l.mu.Lock()
-	for i, g := range l.gateways {
-		errs = append(errs, g.stop(5*time.Second))
-		delete(l.gateways, i)
-	}
-	l.mu.Unlock()
 	if l.cp != nil {
 		errs = append(errs, l.cp.Stop())
 	}
