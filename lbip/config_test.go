@@ -12,7 +12,7 @@ func TestConfigFlags(t *testing.T) {
 	cfg := DefaultConfig()
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	cfg.AddFlags(fs)
-	if err := fs.Parse([]string{"--lb-memberlist-port=7000", "--lb-interfaces=eth0,eth1", "--lb-probe-timeout=100ms", "--lb-memberlist-advertise-address=192.0.2.11"}); err != nil {
+	if err := fs.Parse([]string{"--lbip-memberlist-port=7000", "--lbip-interfaces=eth0,eth1", "--lbip-probe-timeout=100ms", "--lbip-memberlist-advertise-address=192.0.2.11"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -28,7 +28,7 @@ func TestConfigFlags(t *testing.T) {
 		{func(c *Config) { c.MemberBindAddress = "eth0" }, "bind-address"},
 		{func(c *Config) { c.MemberPort = 0 }, "memberlist-port"},
 		{func(c *Config) { c.MemberAdvertiseAddress = "node-1" }, "advertise-address"},
-		{func(c *Config) { c.Interfaces = []string{"a/b"} }, "lb-interfaces"},
+		{func(c *Config) { c.Interfaces = []string{"a/b"} }, "lbip-interfaces"},
 		{func(c *Config) { c.ProbeTimeout = 0 }, "probe-timeout"},
 	} {
 		c := DefaultConfig()

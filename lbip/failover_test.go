@@ -22,6 +22,7 @@ import (
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 )
 
@@ -65,7 +66,9 @@ func runNode(self, nodeList string) int {
 	}
 	go nettest.ServeName(ln, self)
 	cfg := DefaultConfig()
-	lb, err := New(cfg, cluster.Deps{NodeName: self, Namespace: "baregate", Client: fake.NewClientset(in.Services[0])})
+	// A FakeRecorder without a channel drops Events instead of blocking on a full one.
+	deps := cluster.Deps{NodeName: self, Namespace: "baregate", Client: fake.NewClientset(in.Services[0]), Recorder: &record.FakeRecorder{}}
+	lb, err := New(cfg, deps, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -14,16 +14,20 @@ import (
 	"time"
 
 	"github.com/baregate/baregate/internal/cluster"
+	"github.com/baregate/baregate/lbip/allocator"
 	"github.com/baregate/baregate/lbip/announce"
 	"github.com/baregate/baregate/lbip/member"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
 )
 
-// LB is the lbip component: gossip liveness, owner election and ARP/NDP on this node.
+// LB is the lbip component: allocation while leading, and on every node gossip liveness, owner
+// election and ARP/NDP.
 type LB struct {
 	cfg     Config
 	deps    cluster.Deps
+	alloc   *allocator.Allocator
 	member  *member.Member
 	ann     *announce.Announcer
 	runner  *cluster.Runner
@@ -50,14 +54,20 @@ type owned struct {
 var (
 	_ cluster.Component          = (*LB)(nil)
 	_ cluster.Checker            = (*LB)(nil)
+	_ cluster.Leader             = (*LB)(nil)
 	_ cluster.Liveness           = (*LB)(nil)
 	_ cluster.AnnouncementSource = (*LB)(nil)
 )
 
-// New builds the component; nothing runs until Run.
-func New(cfg Config, deps cluster.Deps) (*LB, error) {
+// New builds the component; nothing runs until Run (and RunLeader while leading). dyn writes
+// IPAddressPool status; with nil, pool status is not written.
+func New(cfg Config, deps cluster.Deps, dyn dynamic.Interface) (*LB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	alloc, err := allocator.New(cfg.Allocator, deps, dyn)
+	if err != nil {
+		return nil, fmt.Errorf("creating the LoadBalancer IP allocator: %w", err)
 	}
 	var secret []byte
 	if cfg.MemberSecretFile != "" {
@@ -68,7 +78,7 @@ func New(cfg Config, deps cluster.Deps) (*LB, error) {
 	}
 	logger := klog.Background().WithName("lbip")
 	lb := &LB{
-		cfg: cfg, deps: deps,
+		cfg: cfg, deps: deps, alloc: alloc,
 		metrics:  newMetrics(deps.Metrics),
 		updated:  make(chan struct{}, 1),
 		changed:  make(chan struct{}, 1),
@@ -92,6 +102,7 @@ func (lb *LB) Name() string { return "lbip" }
 
 // Update implements cluster.Component.
 func (lb *LB) Update(snap *cluster.Snapshot) {
+	lb.alloc.Update(snap)
 	lb.latest.Store(snap)
 	lb.member.SetPeers(peers(snap, lb.cfg.MemberPort))
 	select {
@@ -329,14 +340,22 @@ func (lb *LB) Ready() error {
 	return nil
 }
 
-// Healthy implements cluster.Checker: no change has waited more than 30 s to be applied.
+// Healthy implements cluster.Checker: no announcement change has waited more than 30 s, and the
+// allocator (when leading) keeps up.
 func (lb *LB) Healthy() error {
 	st := lb.runner.Status()
 	if !st.Healthy(time.Now(), 30*time.Second) {
 		return fmt.Errorf("announcements pending since %v: %v", st.PendingSince, st.LastError)
 	}
-	return nil
+	return lb.alloc.Healthy()
 }
+
+// RunLeader implements cluster.Leader: the allocator writes Service and pool status while this
+// gateway holds the leader Lease.
+func (lb *LB) RunLeader(ctx context.Context) error { return lb.alloc.RunLeader(ctx) }
+
+// Allocation is the allocation last written by this gateway as leader, or nil.
+func (lb *LB) Allocation() *allocator.Result { return lb.alloc.Last() }
 
 // LiveNodes implements cluster.Liveness.
 func (lb *LB) LiveNodes() map[string]bool { return lb.member.LiveNodes() }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/baregate/baregate/internal/cluster"
+	"github.com/baregate/baregate/lbip/allocator"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,7 +121,7 @@ func ipUsers(snap *cluster.Snapshot, pools *poolIndex) map[netip.Addr][]*cluster
 			if err != nil {
 				continue
 			}
-			if p := pools.poolFor(ip.Unmap()); p != nil && p.Annotations[ExternalIPsAnnotation] == "true" {
+			if p := pools.poolFor(ip.Unmap()); p != nil && p.Annotations[allocator.ExternalIPsAnnotation] == "true" {
 				add(s, svc)
 			}
 		}
