@@ -132,7 +132,7 @@ func (lb *LB) Run(ctx context.Context) error {
 	}
 	if advertise == "" {
 		// Without it memberlist would guess among private ranges, which a LAN need not use.
-		return fmt.Errorf("node %s has no InternalIP to gossip from; set --lb-memberlist-advertise-address", lb.deps.NodeName)
+		return fmt.Errorf("node %s has no InternalIP to gossip from; set --lbip-memberlist-advertise-address", lb.deps.NodeName)
 	}
 	if err := lb.member.SetMeta(localMACs()); err != nil {
 		logger.Error(err, "Publishing this node's MAC addresses to the gossip")

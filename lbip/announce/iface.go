@@ -65,7 +65,7 @@ func (l Link) hasFamilyAddr(ip netip.Addr) bool {
 // failing that, every usable interface with an address of ip's family (the pool is routed to the
 // LAN on-link, as in the lab: the node answers wherever it has an IP presence, and ports of bridges
 // and other address-less links are skipped). allow, when not empty, limits either choice (the
-// --lb-interfaces flag).
+// --lbip-interfaces flag).
 func SelectLinks(links []Link, ip netip.Addr, names, allow []string) []string {
 	ok := func(l Link) bool {
 		return l.usable() && (len(allow) == 0 || slices.Contains(allow, l.Name))
