@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/baregate/baregate/internal/lab"
 )
@@ -42,7 +43,7 @@ func (f *upFlags) options() (lab.Options, error) {
 		return lab.Options{}, fmt.Errorf("finding this binary: %w", err)
 	}
 	o := lab.Options{
-		ID: f.id, Nodes: f.nodes, Clients: f.clients, Dir: f.dir, Self: self,
+		ID: f.id, Nodes: f.nodes, Clients: f.clients, Dir: f.stateDir(), Self: self,
 		StartGateway: f.gateway, GatewayBinary: f.gatewayBinary, GatewayArgs: f.gatewayArgs,
 	}
 	if o.StartGateway && o.GatewayBinary == "" {
@@ -53,6 +54,14 @@ func (f *upFlags) options() (lab.Options, error) {
 	}
 	if f.verbose {
 		o.Log = os.Stderr
+	} else {
+		// The kubelets log every container start; keep that beside the state dir, not on the terminal.
+		logf, err := os.OpenFile(f.stateDir()+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return o, fmt.Errorf("opening the lab log: %w", err)
+		}
+		klog.LogToStderr(false)
+		klog.SetOutput(logf)
 	}
 	return o, nil
 }
@@ -89,7 +98,7 @@ func cmdUp(ctx context.Context, args []string) error {
 
 // upWithProgress brings the lab up while telling the user what it waits for.
 func upWithProgress(ctx context.Context, o lab.Options) (*lab.Lab, error) {
-	fmt.Fprintf(os.Stderr, "bringing up lab %q (%d nodes; the first run builds Kubernetes, a few minutes) ...\n", o.ID, o.Nodes)
+	fmt.Fprintf(os.Stderr, "bringing up lab %q (%d nodes; the first run builds Kubernetes, a few minutes; log: %s.log) ...\n", o.ID, o.Nodes, o.Dir)
 	start := time.Now()
 	done := make(chan struct{})
 	go func() {
