@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +96,7 @@ func cmdDemo(ctx context.Context, args []string) error {
 func printDemoCommands(ctx context.Context, l *lab.Lab, gateway bool) {
 	cs := l.Client()
 	id := l.Options().ID
+	self := selfName()
 	type try struct{ what, host, url, hostHeader string }
 	var tries []try
 	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
@@ -125,9 +128,9 @@ func printDemoCommands(ctx context.Context, l *lab.Lab, gateway bool) {
 		if err != nil {
 			mark = "   # not answering yet: " + firstLine(err)
 		}
-		fmt.Printf("  # %s\n  baregate-lab exec --id %s %s -- %s%s\n", t.what, id, t.host, strings.Join(argv, " "), mark)
+		fmt.Printf("  # %s\n  %s exec --id %s %s -- %s%s\n", t.what, self, id, t.host, strings.Join(argv, " "), mark)
 	}
-	fmt.Printf("  # the lab's nodes and pods\n  baregate-lab status --id %s\n", id)
+	fmt.Printf("  # the lab's nodes and pods\n  %s status --id %s\n", self, id)
 }
 
 func firstLine(err error) string {
@@ -212,4 +215,25 @@ func pipe(a, b net.Conn) {
 	go cp(a, b)
 	go cp(b, a)
 	wg.Wait()
+}
+
+// selfName is how the user can call this binary from where they are: "baregate-lab" when it is on
+// PATH, else a path relative to the working directory (bin/baregate-lab after make demo).
+func selfName() string {
+	self, err := os.Executable()
+	if err != nil {
+		return "baregate-lab"
+	}
+	if p, err := exec.LookPath("baregate-lab"); err == nil && p == self {
+		return "baregate-lab"
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, self); err == nil && !strings.HasPrefix(rel, "..") {
+			if !strings.Contains(rel, "/") {
+				rel = "./" + rel
+			}
+			return rel
+		}
+	}
+	return self
 }
