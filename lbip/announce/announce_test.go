@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,5 +209,42 @@ func TestGratuitousTakeover(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(mb.Gratuitous.WithLabelValues("arp")); got < 1 {
 		t.Errorf("gratuitous ARPs counted %v", got)
+	}
+}
+
+// TestAnswersUnicastNUDProbes: a client re-checking a neighbour entry sends unicast solicitations
+// to the VIP itself, which the kernel of the owner does not deliver to NDP sockets (the VIP is not a
+// local address); they must be answered too, or the entry fails and traffic stalls until it is
+// re-resolved by multicast.
+func TestAnswersUnicastNUDProbes(t *testing.T) {
+	l := nettest.New(t)
+	client := lanClient(l, "c", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
+	// Probe soon after a stale entry is used, instead of after 5 s.
+	nettest.Run(t, "ip", "netns", "exec", client, "sysctl", "-qw", "net.ipv6.neigh.eth0.delay_first_probe_time=1", "net.ipv4.neigh.eth0.delay_first_probe_time=1")
+	ns, mac, a, m := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
+	set(t, ns, a, claims(true, nil, vip4, vip6)...)
+
+	for _, vip := range []string{vip4, vip6} {
+		before := testutil.ToFloat64(m.Requests.WithLabelValues(protocol(netip.MustParseAddr(vip))))
+		l.IP(client, "neigh", "replace", vip, "lladdr", mac.String(), "dev", "eth0", "nud", "stale")
+		// One datagram makes the kernel use the stale entry and then probe it by unicast.
+		nettest.InNS(t, client, func() {
+			c, err := net.Dial("udp", net.JoinHostPort(vip, "9"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Write([]byte("x"))
+			c.Close()
+		})
+		nettest.Eventually(t, 10*time.Second, func() string {
+			out := l.IP(client, "neigh", "show", vip)
+			if !strings.Contains(out, "REACHABLE") {
+				return "client's entry did not come back REACHABLE through a unicast probe: " + out
+			}
+			return ""
+		})
+		if after := testutil.ToFloat64(m.Requests.WithLabelValues(protocol(netip.MustParseAddr(vip)))); after <= before {
+			t.Errorf("%s: the unicast probe was not counted as answered", vip)
+		}
 	}
 }

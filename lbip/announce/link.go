@@ -35,6 +35,7 @@ type link struct {
 	mu     sync.Mutex
 	arp    *packet.Conn
 	ndp    *ndp.Conn
+	ns6    *packet.Conn       // unicast neighbor solicitations
 	groups map[netip.Addr]int // solicited-node groups joined -> IPs needing each
 	probes map[netip.Addr]chan net.HardwareAddr
 }
@@ -76,9 +77,15 @@ func (l *link) ensure(ip netip.Addr) error {
 			c.Close()
 			return fmt.Errorf("filtering NDP socket on %s: %w", l.name, err)
 		}
-		l.ndp = c
-		l.wg.Add(1)
+		u, err := l.openUnicastNS()
+		if err != nil {
+			c.Close()
+			return err
+		}
+		l.ndp, l.ns6 = c, u
+		l.wg.Add(2)
 		go l.readNDP(c)
+		go l.readUnicastNS(u)
 	}
 	return nil
 }
@@ -137,6 +144,7 @@ func (l *link) close() {
 	}
 	if l.ndp != nil {
 		l.ndp.Close()
+		l.ns6.Close()
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
