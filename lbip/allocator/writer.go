@@ -115,12 +115,16 @@ func (a *Allocator) sync(ctx context.Context) error {
 	unreleased := map[netip.Addr]bool{}
 	for _, key := range res.Clear {
 		if svc := snap.Service(key); svc != nil {
-			if err := a.writeStatus(ctx, svc.Service, nil); err != nil {
+			written, err := a.writeStatus(ctx, svc.Service, nil)
+			if err != nil {
 				errs = append(errs, err)
 				ips, _ := statusIPs(svc.Service)
 				for _, ip := range ips {
 					unreleased[ip] = true
 				}
+				continue
+			}
+			if !written {
 				continue
 			}
 			logger.Info("Released load-balancer IPs of a Service that is no longer a LoadBalancer", "service", key)
@@ -174,7 +178,8 @@ func containsAll(have, want []netip.Addr) bool {
 
 // apply writes one Service's changed assignment and tells its owner.
 func (a *Allocator) apply(ctx context.Context, svc *corev1.Service, asg Assignment) error {
-	if err := a.writeStatus(ctx, svc, asg.IPs); err != nil {
+	written, err := a.writeStatus(ctx, svc, asg.IPs)
+	if err != nil || !written {
 		return err
 	}
 	logger := klog.FromContext(ctx)
@@ -236,10 +241,10 @@ func addrList(ips []netip.Addr) string {
 	return strings.Join(s, ", ")
 }
 
-// writeStatus sets svc's load-balancer ingress to ips. On a conflict it retries on the newest
-// version only if nothing allocation depends on changed; otherwise the newer version is already on
-// its way through the informer and the next sync decides afresh.
-func (a *Allocator) writeStatus(ctx context.Context, svc *corev1.Service, ips []netip.Addr) error {
+// writeStatus sets svc's load-balancer ingress to ips and reports whether it did. On a conflict it
+// retries on the newest version only if nothing allocation depends on changed; otherwise the newer
+// version is already on its way through the informer and the next sync decides afresh.
+func (a *Allocator) writeStatus(ctx context.Context, svc *corev1.Service, ips []netip.Addr) (bool, error) {
 	client := a.deps.Client.CoreV1().Services(svc.Namespace)
 	want := svc.DeepCopy()
 	for range 5 {
@@ -249,24 +254,26 @@ func (a *Allocator) writeStatus(ctx context.Context, svc *corev1.Service, ips []
 		}
 		_, err := client.UpdateStatus(ctx, want, metav1.UpdateOptions{FieldManager: FieldManager})
 		switch {
-		case err == nil, apierrors.IsNotFound(err):
-			return nil
+		case err == nil:
+			return true, nil
+		case apierrors.IsNotFound(err):
+			return false, nil
 		case !apierrors.IsConflict(err):
-			return fmt.Errorf("writing status of Service %s/%s: %w", svc.Namespace, svc.Name, err)
+			return false, fmt.Errorf("writing status of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 		}
 		fresh, err := client.Get(ctx, svc.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return nil
+			return false, nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading Service %s/%s after a conflict: %w", svc.Namespace, svc.Name, err)
+			return false, fmt.Errorf("reading Service %s/%s after a conflict: %w", svc.Namespace, svc.Name, err)
 		}
 		if fresh.UID != svc.UID || !sameInputs(svc, fresh) {
-			return nil
+			return false, nil
 		}
 		want = fresh.DeepCopy()
 	}
-	return fmt.Errorf("writing status of Service %s/%s: still conflicting", svc.Namespace, svc.Name)
+	return false, fmt.Errorf("writing status of Service %s/%s: still conflicting", svc.Namespace, svc.Name)
 }
 
 func ptrTo[T any](v T) *T { return &v }
