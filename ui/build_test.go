@@ -206,7 +206,7 @@ func TestBuildMapIPOwnerStates(t *testing.T) {
 		wantHealth Health
 		wantStatus string
 	}{
-		{"announcer off", nil, HealthOK, "owner unknown (announcer not running here)"},
+		{"announcer off", nil, HealthOK, "owner unknown (lbip off here)"},
 		{"not announced", []cluster.Announcement{}, HealthDown, "not announced"},
 		{"no eligible node", []cluster.Announcement{{IP: fixtureLive().Announcements[0].IP}}, HealthDown, "no eligible node"},
 		{"owned", fixtureLive().Announcements, HealthOK, "announced"},

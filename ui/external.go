@@ -99,7 +99,7 @@ func addExternalIPs(g *graph, snap *cluster.Snapshot, live Live, svcHealth map[t
 		case e.kind == "ExternalIP":
 			row.Status = "routed to the nodes by the network"
 		case live.Announcements == nil:
-			row.Status = "owner unknown (announcer not running here)"
+			row.Status = "owner unknown (lbip off here)"
 		default:
 			n.Health, row.Status = HealthDown, "not announced"
 		}

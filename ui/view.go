@@ -38,12 +38,16 @@ type ViewNode struct {
 	Counts map[Health]int `json:"counts,omitempty"`
 	// Expand is the namespace to add to Query.Expand to open this group.
 	Expand string `json:"expand,omitempty"`
+
+	slot bool // a layout placeholder for an edge crossing a column, never returned
 }
 
 // ViewEdge is an edge between placed nodes; Count is how many map edges it stands for.
 type ViewEdge struct {
 	Edge
 	Count int `json:"count"`
+	// Via, when set, is where the edge crosses a column it skips: from x Via[0] to Via[1] at height Via[2].
+	Via *[3]float64 `json:"via,omitempty"`
 }
 
 // Group is the band drawn behind one namespace's Services.
@@ -92,6 +96,9 @@ const (
 	marginT  = 44.0
 	marginB  = 24.0
 )
+
+var healthWords = map[Health]string{HealthErrors: "failing", HealthDown: "down", HealthNoEndpoints: "without endpoints",
+	HealthNotReady: "not ready", HealthPending: "pending", HealthTerminating: "terminating"}
 
 var columnTitles = [5]string{"External IPs & hosts", "Ingress routes", "Services", "Endpoints (pods)", "Nodes"}
 
@@ -168,7 +175,7 @@ func describeGroup(p *ViewNode, id string) {
 	var bad []string
 	for _, h := range []Health{HealthErrors, HealthDown, HealthNoEndpoints, HealthNotReady, HealthPending, HealthTerminating} {
 		if c := p.Counts[h]; c > 0 {
-			bad = append(bad, fmt.Sprintf("%d %s", c, h))
+			bad = append(bad, fmt.Sprintf("%d %s", c, healthWords[h]))
 		}
 	}
 	if ns, ok := strings.CutPrefix(id, "group:"+string(p.Kind)+":ns:"); ok {
@@ -180,7 +187,7 @@ func describeGroup(p *ViewNode, id string) {
 	if len(bad) > 0 {
 		p.Sub += " · " + strings.Join(bad, ", ")
 	} else {
-		p.Sub += " · all " + string(HealthOK)
+		p.Sub += " · all ok"
 	}
 }
 

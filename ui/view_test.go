@@ -66,7 +66,7 @@ func TestBuildViewFilterKeepsWholePaths(t *testing.T) {
 
 // bigSnapshot is a cluster of nsCount namespaces with perNS Services of pods pods each.
 func bigSnapshot(nsCount, perNS, pods int) *cluster.Snapshot {
-	var in cluster.Inputs
+	in := cluster.Inputs{NodeName: "node-a"}
 	in.Nodes = []*corev1.Node{node("node-a", "192.0.2.11", true), node("node-b", "192.0.2.12", true)}
 	ip := 0
 	for n := range nsCount {
@@ -75,7 +75,7 @@ func bigSnapshot(nsCount, perNS, pods int) *cluster.Snapshot {
 			ip++
 			name := fmt.Sprintf("svc-%03d", s)
 			svc := service(ns, name, corev1.ServiceTypeLoadBalancer, fmt.Sprintf("198.19.%d.%d", ip/250, ip%250), 80, 8080)
-			svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: fmt.Sprintf("203.0.113.%d", ip%250)}}
+			svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: fmt.Sprintf("2001:db8:0:2::%x", ip)}}
 			var ps []podSpec
 			for p := range pods {
 				ps = append(ps, podSpec{name: fmt.Sprintf("%s-%d", name, p), node: []string{"node-a", "node-b"}[p%2], ip: fmt.Sprintf("198.18.%d.%d", p, ip%250), ready: p != 0 || s%7 != 0})
@@ -102,8 +102,8 @@ func TestBuildViewReadableAt500Services(t *testing.T) {
 			t.Errorf("Service node %s is not a namespace group of 50: %+v", n.ID, n)
 		}
 	}
-	if kinds[KindService] != 10 || kinds[KindEndpoint] != 10 || kinds[KindNode] != 2 {
-		t.Errorf("grouped map has %v nodes per kind, want 10 Service groups, 10 pod groups, 2 nodes", kinds)
+	if kinds[KindIP] != 10 || kinds[KindService] != 10 || kinds[KindEndpoint] != 10 || kinds[KindNode] != 2 {
+		t.Errorf("grouped map has %v nodes per kind, want 10 IP groups, 10 Service groups, 10 pod groups, 2 nodes", kinds)
 	}
 	checkNoOverlap(t, v)
 
@@ -154,9 +154,22 @@ func TestBuildViewLayoutFollowsEdges(t *testing.T) {
 	for _, n := range v.Nodes {
 		pos[n.ID] = n
 	}
+	vias := 0
 	for _, e := range v.Edges {
 		if pos[e.From].X >= pos[e.To].X {
 			t.Errorf("edge %s > %s does not run left to right", e.From, e.To)
 		}
+		if e.Via == nil {
+			continue
+		}
+		vias++
+		for _, n := range v.Nodes {
+			if n.X == e.Via[0] && e.Via[2]+slotH/2 > n.Y && e.Via[2]-slotH/2 < n.Y+v.NodeH {
+				t.Errorf("edge %s > %s runs behind %s", e.From, e.To, n.ID)
+			}
+		}
+	}
+	if vias != 3 {
+		t.Errorf("%d edges cross the routes column through a slot, want the 3 from IPs to Services", vias)
 	}
 }

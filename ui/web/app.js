@@ -138,7 +138,13 @@ function renderMap() {
     const hl = state.sel && (e.from === state.sel || e.to === state.sel);
     if (hl) { linked.add(e.from); linked.add(e.to); }
     const bad = e.requestRate > 0 && e.errorRate / e.requestRate > 0.05;
-    const path = sv('path', { class: 'e' + (hl ? ' hl' : '') + (bad ? ' err' : ''), d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}` });
+    let d = `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+    if (e.via) {
+      // The edge skips a column: it runs through the slot the layout kept for it there.
+      const [va, vb, vy] = e.via, h = Math.max(20, (va - x1) / 2);
+      d = `M${x1},${y1} C${x1 + h},${y1} ${va - h},${vy} ${va},${vy} L${vb},${vy} C${vb + h},${vy} ${x2 - h},${y2} ${x2},${y2}`;
+    }
+    const path = sv('path', { class: 'e' + (hl ? ' hl' : '') + (bad ? ' err' : ''), d });
     path.append(sv('title', {}, [e.label, e.requestRate !== undefined ? `${rate(e.requestRate)} req/s, ${rate(e.errorRate)} 5xx/s` : ''].filter(Boolean).join(' · ') || 'edge'));
     edges.append(path);
     if (e.requestRate !== undefined && e.requestRate > 0) {
