@@ -54,8 +54,15 @@ func newLab(t *testing.T) *lab {
 	l.ip("-n", l.client, "link", "set", "eth0", "up")
 	l.ip("-n", l.client, "route", "add", "default", "via", "192.0.2.11")
 	// Traffic to Service IPs without endpoints is not DNATed and must still be routable, as on a real
-	// node with a default route, to reach the reject.
+	// node with a default route, to reach the reject. The route leads back out of the interface the
+	// client is on, and the ICMP redirect the kernel would send for that takes the per-host ICMP rate
+	// token the reject's port-unreachable needs: no redirects.
 	l.ip("-n", l.node, "route", "add", "default", "via", "192.0.2.101")
+	for _, key := range []string{"net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf.eth-c.send_redirects=0"} {
+		if out, err := exec.Command("ip", "netns", "exec", l.node, "sysctl", "-qw", key).CombinedOutput(); err != nil {
+			t.Fatalf("sysctl %s: %v: %s", key, err, out)
+		}
+	}
 	l.ip("-n", l.node, "link", "add", "br0", "type", "bridge")
 	l.ip("-n", l.node, "addr", "add", "198.18.1.1/24", "dev", "br0")
 	l.ip("-n", l.node, "link", "set", "br0", "up")
@@ -63,6 +70,10 @@ func newLab(t *testing.T) *lab {
 		veth := fmt.Sprintf("veth-b%d", i+1)
 		l.ip("-n", l.node, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", b)
 		l.ip("-n", l.node, "link", "set", veth, "master", "br0", "up")
+		// With br_netfilter (bridge-nf-call-iptables), a pod's packet DNATed back to itself is bridged,
+		// not routed, and leaves by the port it came in on: the port needs hairpin mode, as kubelet
+		// sets for bridge CNIs.
+		l.ip("-n", l.node, "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
 		l.ip("-n", b, "addr", "add", fmt.Sprintf("198.18.1.%d/24", 10+i), "dev", "eth0")
 		l.ip("-n", b, "link", "set", "eth0", "up")
 		l.ip("-n", b, "route", "add", "default", "via", "198.18.1.1")
@@ -179,10 +190,13 @@ type writerTo struct {
 func (w writerTo) Write(b []byte) (int, error) { return w.c.WriteTo(b, w.to) }
 
 // connect opens a TCP connection from the client to addr and returns the answer ("b1 198.18.1.1:port").
-func (l *lab) connect(addr string) (string, error) {
+func (l *lab) connect(addr string) (string, error) { return l.connectFrom(l.clientNS, addr) }
+
+// connectFrom opens a TCP connection from namespace ns.
+func (l *lab) connectFrom(ns netns.NsHandle, addr string) (string, error) {
 	var c net.Conn
 	var err error
-	in(l.t, l.clientNS, func() {
+	in(l.t, ns, func() {
 		c, err = net.DialTimeout("tcp4", addr, 2*time.Second)
 	})
 	if err != nil {
@@ -194,7 +208,7 @@ func (l *lab) connect(addr string) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
-func (l *lab) proxy(ctx context.Context) *Proxy {
+func (l *lab) proxy() *Proxy {
 	l.t.Helper()
 	if out, err := exec.Command("ip", "netns", "exec", l.node, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
 		l.t.Fatalf("enabling forwarding: %v: %s", err, out)
@@ -248,13 +262,19 @@ func kernelWorld() *world {
 	}
 }
 
-func TestKernelForwarding(t *testing.T) {
+// start builds a lab with its backends serving and kernelWorld programmed.
+func start(t *testing.T) (*lab, *Proxy, *world) {
 	l := newLab(t)
-	ctx := context.Background()
 	l.serve()
 	w := kernelWorld()
-	p := l.proxy(ctx)
-	l.sync(ctx, p, w)
+	p := l.proxy()
+	l.sync(context.Background(), p, w)
+	return l, p, w
+}
+
+func TestKernelForwarding(t *testing.T) {
+	l, p, w := start(t)
+	ctx := context.Background()
 
 	for _, addr := range []string{"198.19.0.10:80", "192.0.2.11:30080", "198.51.100.10:80", "203.0.113.10:80"} {
 		seen := map[string]bool{}
@@ -280,6 +300,12 @@ func TestKernelForwarding(t *testing.T) {
 		t.Errorf("externalTrafficPolicy Local: got %q, %v; want b1 seeing the client's own address", got, err)
 	}
 
+	// A pod reaching itself through its Service is masqueraded, or its reply would skip the DNAT.
+	if got, err := l.connectFrom(l.backendNS[0], "198.19.0.11:80"); err != nil || !strings.HasPrefix(got, "b1 198.18.1.1:") {
+		t.Errorf("hairpin: got %q, %v; want b1 seeing the node's bridge address", got, err)
+
+	}
+
 	first, err := l.connect("198.19.0.12:80")
 	if err != nil {
 		t.Fatal(err)
@@ -294,15 +320,11 @@ func TestKernelForwarding(t *testing.T) {
 		}
 	}
 
-	var nodeErr error
-	in(t, l.nodeNS, func() {
-		var c net.Conn
-		if c, nodeErr = net.DialTimeout("tcp4", "198.19.0.13:80", 2*time.Second); nodeErr == nil {
-			c.Close()
-		}
-	})
-	if !errors.Is(nodeErr, syscall.ECONNREFUSED) {
+	if _, nodeErr := l.connectFrom(l.nodeNS, "198.19.0.13:80"); !errors.Is(nodeErr, syscall.ECONNREFUSED) {
 		t.Errorf("Service without endpoints, from the node: got %v; want connection refused", nodeErr)
+	}
+	if _, err := l.connect("198.19.0.13:80"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("Service without endpoints, from the client: got %v; want connection refused", err)
 	}
 	var nerr net.Error
 	if _, err := l.connect("192.0.2.11:30084"); !errors.As(err, &nerr) || !nerr.Timeout() {
@@ -337,12 +359,8 @@ func TestKernelForwarding(t *testing.T) {
 // TestKernelUDPConntrackCleanup checks that a UDP client whose endpoint goes away is moved on at
 // once, instead of sending into the old conntrack entry until it times out.
 func TestKernelUDPConntrackCleanup(t *testing.T) {
-	l := newLab(t)
+	l, p, w := start(t)
 	ctx := context.Background()
-	l.serve()
-	w := kernelWorld()
-	p := l.proxy(ctx)
-	l.sync(ctx, p, w)
 
 	var c net.Conn
 	var err error
