@@ -28,6 +28,11 @@ const fieldManager = "baregate-lab"
 // `kubectl apply --server-side --force-conflicts` would. Namespaced objects without a namespace go to
 // "default".
 func Apply(ctx context.Context, cfg *rest.Config, manifest []byte) error {
+	return ApplyInNamespace(ctx, cfg, metav1.NamespaceDefault, manifest)
+}
+
+// ApplyInNamespace is Apply with namespaced objects that name no namespace going to ns.
+func ApplyInNamespace(ctx context.Context, cfg *rest.Config, ns string, manifest []byte) error {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("creating discovery client: %w", err)
@@ -61,7 +66,7 @@ func Apply(ctx context.Context, cfg *rest.Config, manifest []byte) error {
 		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
 		if m.Scope.Name() == "namespace" {
 			if obj.GetNamespace() == "" {
-				obj.SetNamespace("default")
+				obj.SetNamespace(ns)
 			}
 			ri = dyn.Resource(m.Resource).Namespace(obj.GetNamespace())
 		}

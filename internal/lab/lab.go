@@ -305,22 +305,27 @@ func (info Info) RESTConfig() (*rest.Config, error) {
 	return cfg, nil
 }
 
-// ReadyEndpoints counts the ready endpoints the EndpointSlice controller lists for a Service.
+// ReadyEndpoints counts the ready IPv4 endpoints the EndpointSlice controller lists for a Service.
 func ReadyEndpoints(ctx context.Context, cs kubernetes.Interface, ns, svc string) int {
+	return len(ReadyEndpointIPs(ctx, cs, ns, svc))
+}
+
+// ReadyEndpointIPs are the IPv4 addresses of a Service's ready endpoints in its EndpointSlices.
+func ReadyEndpointIPs(ctx context.Context, cs kubernetes.Interface, ns, svc string) []string {
 	slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
 	if err != nil {
-		return 0
+		return nil
 	}
-	n := 0
+	var ips []string
 	for _, s := range slices.Items {
 		if s.AddressType != discoveryv1.AddressTypeIPv4 {
 			continue
 		}
 		for _, e := range s.Endpoints {
 			if e.Conditions.Ready == nil || *e.Conditions.Ready {
-				n++
+				ips = append(ips, e.Addresses...)
 			}
 		}
 	}
-	return n
+	return ips
 }

@@ -1,0 +1,96 @@
+// Package framework runs end-to-end tests in a lab: one lab per test package (brought up in TestMain,
+// removed at the end, leftovers of a crashed run removed first) and helpers bound to each test.
+package framework
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/baregate/baregate/internal/lab"
+	"github.com/baregate/baregate/internal/testutil"
+)
+
+// Env is a test package's lab. Declare one in the package's test code and call Main from TestMain:
+//
+//	var env = framework.New(lab.Options{ID: "e2e", StartGateway: true})
+//	func TestMain(m *testing.M) { os.Exit(env.Main(m)) }
+type Env struct {
+	opts lab.Options
+	lab  *lab.Lab
+	// skip is why the lab was not brought up (not root, -short); tests skip, or fail under CI.
+	skip string
+	// upErr is why the lab failed to come up; every test fails with it.
+	upErr error
+}
+
+// New prepares an Env; nothing starts until Main.
+func New(o lab.Options) *Env { return &Env{opts: o} }
+
+// Main brings the lab up, runs the tests and brings it down; it returns the exit code for os.Exit.
+func (e *Env) Main(m *testing.M) int {
+	flag.Parse()
+	switch {
+	case testing.Short():
+		e.skip = "end-to-end tests bring up a lab; skipped with -short"
+	case os.Geteuid() != 0:
+		e.skip = "end-to-end tests need root (network namespaces); run make test as root"
+	default:
+		for _, tool := range []string{"ip", "curl", "ping"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				e.skip = tool + " is not installed (make deps)"
+			}
+		}
+	}
+	if e.skip == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		start := time.Now()
+		e.lab, e.upErr = lab.Up(ctx, e.opts)
+		cancel()
+		if e.upErr == nil {
+			fmt.Fprintf(os.Stderr, "lab %q up in %s\n", e.lab.Options().ID, time.Since(start).Round(100*time.Millisecond))
+		}
+	}
+	code := m.Run()
+	if e.lab != nil {
+		if err := e.lab.Down(); err != nil {
+			fmt.Fprintln(os.Stderr, "removing the lab:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	return code
+}
+
+// Lab is the package's lab for test t, or skips/fails t when there is none.
+func (e *Env) Lab(t testing.TB) *T {
+	t.Helper()
+	if e.skip != "" {
+		testutil.SkipOrFail(t, e.skip)
+	}
+	if e.upErr != nil {
+		t.Fatalf("the lab did not come up: %v", e.upErr)
+	}
+	if e.lab == nil {
+		t.Fatal("framework: Env.Main was not called from TestMain")
+	}
+	if err := e.lab.Err(); err != nil {
+		t.Fatalf("the lab is broken: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return &T{Lab: e.lab, t: t, Ctx: ctx}
+}
+
+// uniqueName is a DNS label unique to a test name, for namespaces and objects of parallel tests.
+func uniqueName(prefix, testName string) string {
+	h := fnv.New32a()
+	h.Write([]byte(testName))
+	return fmt.Sprintf("%s-%08x", prefix, h.Sum32())
+}
