@@ -25,7 +25,7 @@ import (
 
 // harness runs the ingress component on loopback listeners with a fake API client.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	ing      *Ingress
 	client   *fake.Clientset
 	recorder *record.FakeRecorder
@@ -35,7 +35,7 @@ type harness struct {
 	gen      atomic.Uint64
 }
 
-func newHarness(t *testing.T, mut ...func(*Config)) *harness {
+func newHarness(t testing.TB, mut ...func(*Config)) *harness {
 	t.Helper()
 	var cfg Config
 	fs := newFlagSet()
@@ -101,7 +101,7 @@ type backend struct {
 var nextLoopback atomic.Uint32
 
 // startBackend serves handler on a fresh 127.0.0.x address. h2c enables HTTP/2 without TLS.
-func startBackend(t *testing.T, name string, h2c bool, handler http.HandlerFunc) *backend {
+func startBackend(t testing.TB, name string, h2c bool, handler http.HandlerFunc) *backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+nextLoopback.Add(1)%250))
 	if err != nil {
@@ -124,7 +124,7 @@ func startBackend(t *testing.T, name string, h2c bool, handler http.HandlerFunc)
 func okHandler(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }
 
 // deadAddr returns a loopback address nothing listens on (connections are refused).
-func deadAddr(t *testing.T) string {
+func deadAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+nextLoopback.Add(1)%250))
 	if err != nil {
 		t.Fatal(err)

@@ -120,8 +120,8 @@ func (p *Proxy) Swap(t *route.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := &state{table: t, pools: make([]*pool, len(t.Backends)), backends: make([]*backendStats, len(t.Backends)), routes: make([]*routeStats, len(t.Routes))}
-	liveEPs := map[netip.AddrPort]bool{}
-	liveBackends := map[string]bool{}
+	liveEPs := make(map[netip.AddrPort]bool, len(p.endpoints))
+	liveBackends := make(map[string]bool, len(t.Backends))
 	for i, b := range t.Backends {
 		key := b.Key()
 		liveBackends[key] = true
@@ -147,7 +147,7 @@ func (p *Proxy) Swap(t *route.Table) {
 		}
 		st.pools[i], st.backends[i] = pl, bs
 	}
-	liveRoutes := map[string]bool{}
+	liveRoutes := make(map[string]bool, len(t.Routes))
 	for i, r := range t.Routes {
 		key := r.Key()
 		liveRoutes[key] = true

@@ -53,12 +53,12 @@ func newTransport(o Options, h2c bool) *http.Transport {
 		return &idleTimeoutConn{Conn: c, read: o.ReadTimeout, write: o.SendTimeout}, nil
 	}
 	t := &http.Transport{
-		Proxy:                  nil, // endpoints are pod IPs; an environment proxy must never apply
-		DialContext:            dial,
-		MaxIdleConns:           0,
-		MaxIdleConnsPerHost:    o.MaxIdleConnsPerEndpoint,
-		IdleConnTimeout:        90 * time.Second,
-		ResponseHeaderTimeout:  o.ReadTimeout,
+		Proxy:               nil, // endpoints are pod IPs; an environment proxy must never apply
+		DialContext:         dial,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: o.MaxIdleConnsPerEndpoint,
+		IdleConnTimeout:     90 * time.Second,
+		// No ResponseHeaderTimeout: idleTimeoutConn bounds every read already, without a timer per request.
 		ExpectContinueTimeout:  time.Second,
 		DisableCompression:     true, // pass bodies through as the backend encoded them
 		WriteBufferSize:        32 << 10,

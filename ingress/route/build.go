@@ -116,10 +116,7 @@ func (s *buildState) addIngress(ing *networkingv1.Ingress) {
 				continue
 			}
 			kind := matchKind(p.PathType)
-			byPath := hr.prefix
-			if kind == Exact {
-				byPath = hr.exact
-			}
+			byPath := hr.paths(kind)
 			pk := pathKey(kind, p.Path)
 			if old := byPath[pk]; old != nil {
 				if old.Ingress != key {
@@ -176,8 +173,18 @@ func (s *buildState) hostRoutes(host string) *hostRoutes {
 	return hr
 }
 
-func newHostRoutes() *hostRoutes {
-	return &hostRoutes{exact: map[string]*Route{}, prefix: map[string]*Route{}}
+func newHostRoutes() *hostRoutes { return &hostRoutes{} }
+
+// paths returns the map of one kind of path, made on first use: most hosts have one or two paths.
+func (h *hostRoutes) paths(kind string) map[string]*Route {
+	m := &h.prefix
+	if kind == Exact {
+		m = &h.exact
+	}
+	if *m == nil {
+		*m = make(map[string]*Route, 1)
+	}
+	return *m
 }
 
 // backend resolves an Ingress backend to the shared Backend of its Service port. It never returns nil:

@@ -1,0 +1,41 @@
+package ingress
+
+import (
+	"io"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkProxy measures the request path in process: keep-alive clients through the HTTP listener
+// to one local backend. Run with -benchmem; allocations per request are what this watches.
+func BenchmarkProxy(b *testing.B) {
+	h := newHarness(b)
+	body := make([]byte, 64<<10)
+	small := []byte("ok\n")
+	be := startBackend(b, "web", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/64k" {
+			w.Write(body)
+			return
+		}
+		w.Write(small)
+	})
+	h.apply(simple("", "web", be.addr))
+	for _, path := range []string{"/small", "/64k"} {
+		b.Run(path[1:], func(b *testing.B) {
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Get(h.httpURL + path)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
