@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -42,6 +43,8 @@ type LB struct {
 	mu     sync.Mutex
 	assign []Assignment
 	since  map[netip.Addr]owned
+	// lastLive is the live set the previous sync saw, sorted and joined.
+	lastLive string
 	// peerMACs maps the MACs of other gateways' interfaces to their node, from gossip metadata.
 	peerMACs map[string]string
 }
@@ -195,10 +198,22 @@ func (lb *LB) sync(ctx context.Context) error {
 		}
 		// Taking over from a gateway we saw announce the IP needs no probe: it is ours to take,
 		// and probing would only delay the failover.
-		before := prev[a.IP].node
-		claims = append(claims, announce.Claim{IP: a.IP, Interfaces: a.Interfaces, Probe: before == "" || before == self})
+		was := prev[a.IP].node
+		claims = append(claims, announce.Claim{IP: a.IP, Interfaces: a.Interfaces, Probe: was == "" || was == self})
 	}
+	before := lb.ann.Announced()
 	conflicts, setErr := lb.ann.Set(claims)
+	liveKey := strings.Join(slices.Sorted(maps.Keys(live)), ",")
+	if lb.lastLive != "" && liveKey != lb.lastLive {
+		fresh := map[netip.Addr]bool{}
+		for ip := range lb.ann.Announced() {
+			if _, had := before[ip]; !had {
+				fresh[ip] = true // its takeover burst is already on its way
+			}
+		}
+		lb.ann.Reannounce(fresh)
+	}
+	lb.lastLive = liveKey
 	lb.reportConflicts(ctx, snap, assign, conflicts)
 	if refused := lb.ann.Refused(); len(refused) > 0 {
 		time.AfterFunc(announce.DefaultRetryConflict, lb.runner.Trigger)

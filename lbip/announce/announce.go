@@ -32,11 +32,13 @@ type Config struct {
 }
 
 // Defaults: a LAN answers an ARP probe in well under a millisecond, so 200 ms (two probes) is
-// generous yet keeps a takeover fast; the bursts straddle Linux's 1 s neighbour locktime.
+// generous yet keeps a takeover fast. Linux ignores a gratuitous ARP within locktime (1 s) of the
+// entry's last state change, and a client whose traffic just stalled changes state often (delay,
+// probe), so the burst spreads over 5 s: some of it lands outside every locktime.
 var (
 	DefaultProbeTimeout  = 200 * time.Millisecond
 	DefaultRetryConflict = 10 * time.Second
-	DefaultGratuitous    = []time.Duration{0, 400 * time.Millisecond, 1200 * time.Millisecond}
+	DefaultGratuitous    = []time.Duration{0, 400 * time.Millisecond, 1200 * time.Millisecond, 2500 * time.Millisecond, 5 * time.Second}
 )
 
 // Claim asks for one IP to be announced from this node.
@@ -303,4 +305,19 @@ func (a *Announcer) Close() {
 		delete(a.links, name)
 	}
 	a.announced = map[netip.Addr][]string{}
+}
+
+// Reannounce sends a gratuitous burst for every IP answered for, except those in skip. After a
+// membership change a client may have believed another gateway for a moment (two gateways that
+// started apart both claimed an IP); the true owner's fresh burst corrects it.
+func (a *Announcer) Reannounce(skip map[netip.Addr]bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, l := range a.links {
+		for ip := range *l.answering.Load() {
+			if !skip[ip] {
+				l.burst(ip, a.cfg.Gratuitous)
+			}
+		}
+	}
 }

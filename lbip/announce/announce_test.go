@@ -248,3 +248,28 @@ func TestAnswersUnicastNUDProbes(t *testing.T) {
 		}
 	}
 }
+
+// TestReannounceCorrectsClient: a client that believed another MAC for a VIP (two gateways claimed it
+// for a moment) is set right by the owner's Reannounce, for IPv4 and IPv6.
+func TestReannounceCorrectsClient(t *testing.T) {
+	l := nettest.New(t)
+	client := lanClient(l, "c", "br0", "192.0.2.101/24", "2001:db8:0:1::101/64")
+	ns, mac, a, _ := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
+	set(t, ns, a, claims(false, nil, vip4, vip6)...)
+	// Let the takeover burst of Set finish, so that only Reannounce can correct the client.
+	time.Sleep(DefaultGratuitous[len(DefaultGratuitous)-1] + 300*time.Millisecond)
+	for _, vip := range []string{vip4, vip6} {
+		l.IP(client, "neigh", "replace", vip, "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "reachable")
+	}
+	a.Reannounce(map[netip.Addr]bool{netip.MustParseAddr(vip6): true})
+	nettest.Eventually(t, 5*time.Second, func() string {
+		if got := l.NeighMAC(client, vip4); got != mac.String() {
+			return "client's entry for " + vip4 + " is " + got + ", want " + mac.String()
+		}
+		return ""
+	})
+	time.Sleep(DefaultGratuitous[len(DefaultGratuitous)-1] + 300*time.Millisecond)
+	if got := l.NeighMAC(client, vip6); got == mac.String() {
+		t.Errorf("%s was reannounced though skipped", vip6)
+	}
+}

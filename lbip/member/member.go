@@ -32,6 +32,10 @@ type Config struct {
 	SecretKey []byte
 	// RejoinInterval is how often peers that are not members are tried again.
 	RejoinInterval time.Duration
+	// AloneGrace is how long a member that knows of peers but reaches none waits before it counts
+	// as ready alone. When a whole cluster starts at once the first joins fail; serving alone at
+	// once would make every gateway announce every IP for a moment.
+	AloneGrace time.Duration
 }
 
 // Timing tuned for one LAN, where a round trip is well under a millisecond:
@@ -85,18 +89,24 @@ type Member struct {
 	changed chan struct{}
 	kick    chan struct{}
 
-	mu        sync.Mutex
-	ml        *memberlist.Memberlist
-	live      map[string][]byte // node name -> its metadata
-	peers     map[string]string // node name -> address to join it at
-	meta      []byte
-	triedOnce bool
+	mu       sync.Mutex
+	ml       *memberlist.Memberlist
+	live     map[string][]byte // node name -> its metadata
+	peers    map[string]string // node name -> address to join it at
+	meta     []byte
+	firstTry time.Time // end of the first join round
+	// wasReady makes readiness sticky: once joined (or alone after the grace), members dying later
+	// must not stop this one from serving.
+	wasReady bool
 }
 
 // New returns a Member for node name; Start makes it take part.
 func New(cfg Config, name string, logger klog.Logger) *Member {
 	if cfg.RejoinInterval <= 0 {
 		cfg.RejoinInterval = 5 * time.Second
+	}
+	if cfg.AloneGrace <= 0 {
+		cfg.AloneGrace = 3 * time.Second
 	}
 	return &Member{
 		cfg:     cfg,
@@ -191,16 +201,26 @@ func (m *Member) SetPeers(peers map[string]string) {
 // (healing partitions memberlist gave up on), until ctx ends. It then shuts memberlist down without a
 // leave message: a gateway that stops is dead to the others, and its IPs move.
 func (m *Member) Run(ctx context.Context) {
-	tick := time.NewTicker(m.cfg.RejoinInterval)
-	defer tick.Stop()
 	defer m.Shutdown()
+	signalled := false
 	for {
 		m.joinMissing()
+		ready := m.Ready() == nil
+		if ready && !signalled {
+			// Readiness changed: whoever waits for it learns through Changed.
+			m.signal()
+			signalled = true
+		}
+		// Until ready, retry often: the peers may be starting right now.
+		wait := m.cfg.RejoinInterval
+		if !ready {
+			wait = min(wait, 250*time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.kick:
-		case <-tick.C:
+		case <-time.After(wait):
 		}
 	}
 }
@@ -225,26 +245,33 @@ func (m *Member) joinMissing() {
 		}
 	}
 	m.mu.Lock()
-	first := !m.triedOnce
-	m.triedOnce = true
-	m.mu.Unlock()
-	if first {
-		// Readiness changed: whoever waits for it learns through Changed.
-		m.signal()
+	if m.firstTry.IsZero() {
+		m.firstTry = time.Now()
 	}
+	m.mu.Unlock()
 }
 
-// Ready reports nil once the member has joined another or, having tried every known peer, found none
-// answering (it is alone, as the first gateway of a cluster is).
+// Ready reports nil once the member has joined another, or knows of no peer, or has tried its peers
+// for AloneGrace without reaching any (it is then alone, as a lone survivor is).
 func (m *Member) Ready() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	others := 0
+	for name := range m.peers {
+		if name != m.name {
+			others++
+		}
+	}
 	switch {
 	case m.ml == nil:
 		return errors.New("gossip not started")
-	case !m.triedOnce && len(m.live) < 2:
-		return errors.New("gossip has not joined its peers yet")
+	case m.wasReady || len(m.live) >= 2:
+	case m.firstTry.IsZero():
+		return errors.New("gossip has not tried to join its peers yet")
+	case others > 0 && time.Since(m.firstTry) < m.cfg.AloneGrace:
+		return fmt.Errorf("none of %d gossip peers answered yet; serving alone in %v if none does", others, (m.cfg.AloneGrace - time.Since(m.firstTry)).Round(time.Millisecond))
 	}
+	m.wasReady = true
 	return nil
 }
 

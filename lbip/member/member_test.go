@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,7 +129,7 @@ func TestEncryptedGossipKeepsStrangersOut(t *testing.T) {
 
 func TestAloneIsReady(t *testing.T) {
 	logger, _ := ktesting.NewTestContext(t)
-	m := New(Config{BindAddr: "127.0.0.1"}, "only", logger)
+	m := New(Config{BindAddr: "127.0.0.1", AloneGrace: 300 * time.Millisecond}, "only", logger)
 	if err := m.Start("127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
@@ -139,9 +140,35 @@ func TestAloneIsReady(t *testing.T) {
 	m.SetPeers(map[string]string{"only": "127.0.0.1:1"})
 	m.joinMissing()
 	if err := m.Ready(); err != nil {
-		t.Fatalf("alone after trying its peers but not ready: %v", err)
+		t.Fatalf("knows no other peer, tried, but not ready: %v", err)
 	}
-	if live := m.LiveNodes(); !live["only"] || len(live) != 1 {
+
+	// Knowing of a peer that does not answer, it waits out the grace before serving alone.
+	lonely := New(Config{BindAddr: "127.0.0.1", AloneGrace: time.Second}, "lonely", logger)
+	if err := lonely.Start("127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	// Peers are known before Run, as the first snapshot gives them in the gateway.
+	lonely.SetPeers(map[string]string{"lonely": "127.0.0.1:1", "gone": "127.0.0.1:2"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); lonely.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Within the grace it reports waiting for its peer.
+	eventually(t, 10*time.Second, func() string {
+		if err := lonely.Ready(); err == nil || !strings.Contains(err.Error(), "serving alone in") {
+			return fmt.Sprintf("Ready() = %v, want it waiting out the grace", err)
+		}
+		return ""
+	})
+	<-lonely.Changed() // the joined-itself signal
+	eventually(t, 10*time.Second, func() string {
+		if err := lonely.Ready(); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	if live := lonely.LiveNodes(); !live["lonely"] || len(live) != 1 {
 		t.Fatalf("LiveNodes = %v, want only itself", live)
 	}
 }
