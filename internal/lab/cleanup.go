@@ -67,3 +67,20 @@ func killNetnsProcesses(ctx context.Context, ns string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// ProcessesMentioning lists "pid: command line" of every process whose command line contains s (such as
+// a lab's state directory), to prove that a lab left nothing running.
+func ProcessesMentioning(s string) ([]string, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	var found []string
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(b), s) {
+			found = append(found, e.Name()+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return found, nil
+}

@@ -33,6 +33,7 @@ func startTestControlPlane(t *testing.T, controllers bool) *ControlPlane {
 }
 
 func TestControlPlaneServesAndSurvivesAnAPIServerRestart(t *testing.T) {
+	t.Parallel()
 	cp := startTestControlPlane(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -101,6 +102,7 @@ func TestControlPlaneServesAndSurvivesAnAPIServerRestart(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func TestControlPlaneControllersMakeServiceAccountsAndSlices(t *testing.T) {
+	t.Parallel()
 	cp := startTestControlPlane(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

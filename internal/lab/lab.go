@@ -24,7 +24,7 @@ type Options struct {
 	// ID prefixes every namespace of the lab, so labs of parallel test packages do not meet; lower-case
 	// letters and digits, starting with a letter, at most 12. Default "lab".
 	ID string
-	// Nodes (1-9, default 2) and Clients (0-19, default 1) are how many hosts of each kind the LAN has.
+	// Nodes (1-9, default 2) and Clients (0-19) are how many hosts of each kind the LAN has.
 	Nodes, Clients int
 	// Dir holds the lab's state (control plane, kubeconfig, logs); default $TMPDIR/baregate-lab-<ID>.
 	// It is emptied at start.

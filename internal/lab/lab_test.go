@@ -16,6 +16,7 @@ import (
 // TestUpServesTheLabAndDownRemovesIt brings a lab up and down: nodes registered and Ready, the API
 // server reachable from a node's namespace at the control-plane host, nothing left afterwards.
 func TestUpServesTheLabAndDownRemovesIt(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("brings up a whole lab")
 	}
@@ -63,28 +64,16 @@ func TestUpServesTheLabAndDownRemovesIt(t *testing.T) {
 	if left, _ := LabNetns(ctx, id); len(left) > 0 {
 		t.Errorf("namespaces left after Down: %v", left)
 	}
-	if procs := processesMentioning(t, dir); len(procs) > 0 {
+	if procs := mustProcessesMentioning(t, dir); len(procs) > 0 {
 		t.Errorf("processes left after Down: %v", procs)
 	}
 }
 
-// processesMentioning lists the command lines of processes that name s, such as a lab's state dir.
-func processesMentioning(t *testing.T, s string) []string {
+func mustProcessesMentioning(t *testing.T, s string) []string {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	procs, err := ProcessesMentioning(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found []string
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		cmd := strings.ReplaceAll(string(b), "\x00", " ")
-		if strings.Contains(cmd, s) {
-			found = append(found, e.Name()+": "+cmd)
-		}
-	}
-	return found
+	return procs
 }

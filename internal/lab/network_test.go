@@ -21,6 +21,7 @@ func testLabID(t *testing.T) string {
 }
 
 func TestNetworkConnectsHostsAndStaysInside(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "ip", "ping")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

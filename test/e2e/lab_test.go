@@ -305,29 +305,13 @@ func TestLabCommandUpAndDownLeaveNothingBehind(t *testing.T) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", info.PID)); err == nil {
 		t.Errorf("the lab's process %d still runs after down", info.PID)
 	}
-	if procs := processesMentioning(t, dir); len(procs) > 0 {
-		t.Errorf("processes of the lab left after down: %v", procs)
+	if procs, err := lab.ProcessesMentioning(dir); err != nil || len(procs) > 0 {
+		t.Errorf("processes of the lab left after down: %v %v", procs, err)
 	}
 	// Links live only inside the lab's namespaces; none may appear in the host's.
 	if out, _ := exec.Command("ip", "-br", "link").Output(); strings.Contains(string(out), id) {
 		t.Errorf("host links mention %s after down:\n%s", id, out)
 	}
-}
-
-func processesMentioning(t *testing.T, s string) []string {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []string
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(b), s) {
-			found = append(found, e.Name()+": "+strings.ReplaceAll(string(b), "\x00", " "))
-		}
-	}
-	return found
 }
 
 func nodeIndex(t *testing.T, name string) int {

@@ -117,6 +117,12 @@ func startKubelet(t *testing.T, nd *node) (stop func()) {
 
 func startControlPlane(t *testing.T) kubernetes.Interface {
 	t.Helper()
+	cs, _ := startControlPlaneOf(t)
+	return cs
+}
+
+func startControlPlaneOf(t *testing.T) (kubernetes.Interface, *lab.ControlPlane) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "ip", "etcd")
 	if testing.Short() {
@@ -137,7 +143,7 @@ func startControlPlane(t *testing.T) kubernetes.Interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs
+	return cs, cp
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func(ctx context.Context) (bool, error)) {
@@ -435,5 +441,90 @@ func TestBinder(t *testing.T) {
 	p3, _ := cs.CoreV1().Pods("default").Get(ctx, "p3", metav1.GetOptions{})
 	if p3.Spec.NodeName != "a" || count["a"] < 1 || count["b"] < 1 {
 		t.Errorf("bound: %v, p3 on %q", count, p3.Spec.NodeName)
+	}
+}
+
+// TestHostNetworkCrashesBadImagesAndOutage covers the rest of a pod's life: a hostNetwork pod serves
+// on the node's IP; a container that cannot bind its port is restarted and keeps the pod unready; an
+// image the lab has no program for waits with an Event; and an API-server outage leaves running pods
+// serving and the kubelet working once the API server is back.
+func TestHostNetworkCrashesBadImagesAndOutage(t *testing.T) {
+	cs, cp := startControlPlaneOf(t)
+	nd := newNode(t, cs, 9)
+	run(t, "ip", "-n", nd.netns, "addr", "add", "192.0.2.19/32", "dev", "lo")
+	startKubelet(t, nd)
+	ctx := context.Background()
+	pods := cs.CoreV1().Pods("default")
+
+	host := echoPod("host", nd.name)
+	host.Spec.HostNetwork = true
+	host.Spec.Containers[0].Ports[0].ContainerPort = 8090
+	crash := echoPod("crash", nd.name)
+	crash.Spec.Containers = append(crash.Spec.Containers, crash.Spec.Containers[0])
+	crash.Spec.Containers[1].Name = "twin"
+	bad := echoPod("bad", nd.name)
+	bad.Spec.Containers[0].Image = "nginx:1.27"
+	for _, p := range []*corev1.Pod{host, crash, bad} {
+		if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var hp *corev1.Pod
+	waitFor(t, "the hostNetwork pod Ready", time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, "host", metav1.GetOptions{})
+		hp = p
+		return err == nil && podReady(p), nil
+	})
+	if hp.Status.PodIP != "192.0.2.19" || hp.Status.HostIP != "192.0.2.19" {
+		t.Errorf("hostNetwork pod IP %s host IP %s, want the node's 192.0.2.19", hp.Status.PodIP, hp.Status.HostIP)
+	}
+	if got, err := getFrom(nd.netns, "http://192.0.2.19:8090/hostname"); err != nil || got != "host" {
+		t.Errorf("GET the hostNetwork pod: %q %v", got, err)
+	}
+
+	waitFor(t, "a restarted container in the crashing pod", time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, "crash", metav1.GetOptions{})
+		if err != nil || podReady(p) {
+			return false, nil
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if last := c.LastTerminationState.Terminated; c.RestartCount >= 1 && last != nil && last.ExitCode == 1 {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+
+	waitFor(t, "the bad image waiting with an Event", 30*time.Second, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, "bad", metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Waiting == nil ||
+			p.Status.ContainerStatuses[0].State.Waiting.Reason != "ErrImagePull" {
+			return false, nil
+		}
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=bad"})
+		return err == nil && len(evs.Items) > 0 && evs.Items[0].Reason == "ErrImagePull", nil
+	})
+
+	if err := cp.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	// Longer than a heartbeat: the kubelet's writes fail meanwhile, and the pod must keep serving.
+	time.Sleep(12 * time.Second)
+	if got, err := getFrom(nd.netns, "http://192.0.2.19:8090/hostname"); err != nil || got != "host" {
+		t.Errorf("GET during the API outage: %q %v", got, err)
+	}
+	if err := cp.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pods.Delete(ctx, "host", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the hostNetwork pod deleted after the outage", time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := pods.Get(ctx, "host", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if _, err := getFrom(nd.netns, "http://192.0.2.19:8090/hostname"); err == nil {
+		t.Error("the deleted hostNetwork pod still answers")
 	}
 }
