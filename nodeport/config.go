@@ -11,8 +11,6 @@ import (
 
 // Config is the nodeport component's configuration, set from flags.
 type Config struct {
-	// Enabled turns the component on; off lets baregate coexist with kube-proxy.
-	Enabled bool
 	// NodePortAddresses limits NodePorts to local addresses inside these CIDRs; empty means every
 	// local address except loopback, as kube-proxy's --nodeport-addresses.
 	NodePortAddresses []string
@@ -33,7 +31,6 @@ type Config struct {
 
 // AddFlags registers the component's flags on fs with their defaults.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.BoolVar(&c.Enabled, "nodeport", true, "Forward Service traffic (ClusterIP, NodePort, ExternalIPs, LoadBalancer IPs) with nftables on this node. Set to false to leave forwarding to kube-proxy.")
 	fs.StringSliceVar(&c.NodePortAddresses, "nodeport-addresses", nil, "A list of CIDR ranges. NodePorts are served only on local addresses inside them (e.g. 192.0.2.0/24,2001:db8::/64). Empty means all local addresses except loopback.")
 	fs.StringSliceVar(&c.ClusterCIDRs, "nodeport-cluster-cidr", nil, "The pod CIDR ranges of the cluster. Traffic to a ClusterIP from outside them is masqueraded. Empty means the union of the Nodes' spec.podCIDRs.")
 	fs.BoolVar(&c.MasqueradeAll, "nodeport-masquerade-all", false, "SNAT all traffic sent via Service cluster IPs.")

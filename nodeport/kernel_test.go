@@ -111,7 +111,7 @@ func (l *lab) ip(args ...string) {
 
 // in runs fn on an OS thread inside ns. Sockets it creates stay in ns; processes it starts (nft)
 // inherit ns, because the child is forked from the locked thread.
-func in(t *testing.T, ns netns.NsHandle, fn func()) {
+func in(t testing.TB, ns netns.NsHandle, fn func()) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
@@ -216,7 +216,7 @@ func (l *lab) proxy() *Proxy {
 	var p *Proxy
 	var err error
 	in(l.t, l.nodeNS, func() {
-		p, err = New(Config{Enabled: true, MasqueradeBit: 14, HealthzTimeout: time.Minute, MinSyncPeriod: 0}, cluster.Deps{})
+		p, err = New(Config{MasqueradeBit: 14, HealthzTimeout: time.Minute, MinSyncPeriod: 0}, cluster.Deps{})
 	})
 	if err != nil {
 		l.t.Fatal(err)

@@ -57,20 +57,28 @@ func parseFrontends(svc *corev1.Service) (frontends, []Problem) {
 	bad := func(reason, format string, args ...any) {
 		problems = append(problems, Problem{Service: svcKey(svc), Reason: reason, Message: fmt.Sprintf(format, args...)})
 	}
+	// parse accepts only plain addresses: netip also parses zones (fe80::1%eth0), which nft refuses.
+	parse := func(s string) (netip.Addr, error) {
+		a, err := netip.ParseAddr(s)
+		if err == nil && a.Zone() != "" {
+			err = fmt.Errorf("address %q has a zone", s)
+		}
+		return a.Unmap(), err
+	}
 	cips := svc.Spec.ClusterIPs
 	if len(cips) == 0 {
 		cips = []string{svc.Spec.ClusterIP}
 	}
 	for _, s := range cips {
-		if a, err := netip.ParseAddr(s); err == nil {
-			fe.clusterIPs = append(fe.clusterIPs, a.Unmap())
+		if a, err := parse(s); err == nil {
+			fe.clusterIPs = append(fe.clusterIPs, a)
 		} else {
 			bad("InvalidClusterIP", "clusterIP %q is not an IP address; it is not forwarded", s)
 		}
 	}
 	for _, s := range svc.Spec.ExternalIPs {
-		if a, err := netip.ParseAddr(s); err == nil {
-			fe.externalIPs = append(fe.externalIPs, a.Unmap())
+		if a, err := parse(s); err == nil {
+			fe.externalIPs = append(fe.externalIPs, a)
 		} else {
 			bad("InvalidExternalIP", "externalIP %q is not an IP address; it is not forwarded", s)
 		}
@@ -82,8 +90,8 @@ func parseFrontends(svc *corev1.Service) (frontends, []Problem) {
 			if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
 				continue
 			}
-			if a, err := netip.ParseAddr(ing.IP); err == nil {
-				fe.lbIPs = append(fe.lbIPs, a.Unmap())
+			if a, err := parse(ing.IP); err == nil {
+				fe.lbIPs = append(fe.lbIPs, a)
 			} else {
 				bad("InvalidLoadBalancerIP", "status.loadBalancer.ingress IP %q is not an IP address; it is not forwarded", ing.IP)
 			}
