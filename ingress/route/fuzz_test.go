@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	networkingv1 "k8s.io/api/networking/v1"
-
 	fx "github.com/baregate/baregate/ingress/internal/fixture"
 )
 
@@ -115,4 +113,35 @@ func describe(r *Route) string {
 	return r.Host + " " + r.PathType + " " + r.Path + " -> " + r.Backend.Service.Name
 }
 
-var _ = networkingv1.PathTypeExact
+// FuzzBuild feeds arbitrary hosts, paths and path types through Build: it must never panic, and a
+// rule it accepts (no Problem) must route a request for exactly that host and path to itself.
+func FuzzBuild(f *testing.F) {
+	for _, s := range [][3]string{
+		{"foo.bar.com", "/foo", "Exact"}, {"*.foo.com", "/a/b/", "Prefix"}, {"", "/", "ImplementationSpecific"},
+		{"Foo.COM", "/x?y", "Exact"}, {"*.*.com", "/", "Prefix"}, {"a..b", "//", "Prefix"}, {"x.com", "", "ImplementationSpecific"},
+		{"x.com", "/api(/|$)", "ImplementationSpecific"}, {"x.com", "nope", "Prefix"}, {"x.com", "/%20", "Bogus"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, host, path, pathType string) {
+		ing := fx.Ingress("f", 0, fx.Rule(host, fx.Path(pathType, path, fx.Backend("web", 80))))
+		tbl, problems := Build(served(ing))
+		if len(problems) > 0 {
+			return
+		}
+		if len(tbl.Routes) != 1 {
+			t.Fatalf("no problem reported, but %d routes", len(tbl.Routes))
+		}
+		reqHost := strings.ToLower(host)
+		if strings.HasPrefix(reqHost, "*.") {
+			reqHost = "x" + reqHost[1:]
+		}
+		reqPath := path
+		if reqPath == "" {
+			reqPath = "/"
+		}
+		if got := tbl.Match(reqHost, reqPath); got != tbl.Routes[0] {
+			t.Errorf("rule host %q path %q (%s) does not route a request for host %q path %q", host, path, pathType, reqHost, reqPath)
+		}
+	})
+}

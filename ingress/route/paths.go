@@ -33,6 +33,13 @@ func pathTypeName(pt *networkingv1.PathType) string {
 // paths already; this guards against objects from older servers and against ImplementationSpecific
 // paths written for other controllers.
 func checkPath(path string, pt *networkingv1.PathType) error {
+	if pt != nil {
+		switch *pt {
+		case networkingv1.PathTypeExact, networkingv1.PathTypePrefix, networkingv1.PathTypeImplementationSpecific:
+		default:
+			return fmt.Errorf("path %q has unknown path type %q", path, *pt)
+		}
+	}
 	if path == "" {
 		if pt != nil && *pt != networkingv1.PathTypeImplementationSpecific {
 			return fmt.Errorf("a %s path must not be empty", *pt)

@@ -238,6 +238,7 @@ func TestBadInputStaysLocal(t *testing.T) {
 		{"relative path", fx.Ingress("bad", 1, fx.Rule("bad.example.com", fx.Path("Prefix", "api", fx.Backend("web", 80)))), "InvalidPath"},
 		{"regex path", fx.Ingress("bad", 1, fx.Rule("bad.example.com", fx.Path("ImplementationSpecific", "/api(/|$)(.*)", fx.Backend("web", 80)))), "InvalidPath"},
 		{"query in path", fx.Ingress("bad", 1, fx.Rule("bad.example.com", fx.Path("Exact", "/a?b", fx.Backend("web", 80)))), "InvalidPath"},
+		{"unknown path type", fx.Ingress("bad", 1, fx.Rule("bad.example.com", fx.Path("Regex", "/a", fx.Backend("web", 80)))), "InvalidPath"},
 		{"bad host", fx.Ingress("bad", 1, fx.Rule("foo.*.com", fx.Path("Prefix", "/", fx.Backend("web", 80)))), "InvalidHost"},
 		{"resource backend", fx.Ingress("bad", 1, fx.Rule("bad.example.com", fx.Path("Prefix", "/", networkingv1.IngressBackend{
 			Resource: &corev1.TypedLocalObjectReference{Kind: "StorageBucket", Name: "static"}}))), "UnsupportedBackend"},
