@@ -167,6 +167,15 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("pod group label %q, want 5 pods", label)
 	}
 
+	// Paused, the page holds still and counts what it missed; resumed, it catches up.
+	do("pausing", chromedp.Click(css(`#pause`)), chromedp.WaitVisible(css(`#status.paused`)))
+	s.Update(fixtureSnapshot(t, 3, fixtureOpts{webReplicas: 2}))
+	must(t, ctx, errs, "seeing the paused page count the update", chromedp.Poll[bool](`document.getElementById('status').textContent.includes('1 update waiting')`))
+	if n := must(t, ctx, errs, "counting pods", chromedp.Evaluate[int](`document.querySelectorAll('g.node[data-id="group:endpoint:svc:shop/web"]').length`)); n != 1 {
+		t.Error("the paused page changed")
+	}
+	do("resuming", chromedp.Click(css(`#pause`)), chromedp.WaitVisible(nodeSel("pod:shop/web-7d9f8c6b5d-bl")), chromedp.WaitVisible(css(`#status.live`)))
+
 	do("reloading keeps the view", chromedp.Reload(), chromedp.WaitVisible(css(`#detail`)))
 	if detail := must(t, ctx, errs, "detail title", chromedp.Text(css(`#d-title`))); detail != "web" {
 		t.Errorf("after a reload the detail panel shows %q", detail)

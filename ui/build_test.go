@@ -123,6 +123,9 @@ func TestBuildMapTracesTraffic(t *testing.T) {
 	if e := edges[`route:shop/shop:shop.example.com"/api" > svc:shop/api`]; e.RequestRate == nil || *e.RequestRate != 10 || *e.ErrorRate != 2.5 {
 		t.Errorf("route edge rates = %+v, want 10 req/s and 2.5 errors/s", e)
 	}
+	if !edges[`route:shop/shop:shop.example.com"/api" > svc:shop/api`].Failing || edges[`route:shop/shop:shop.example.com"/" > svc:shop/web`].Failing {
+		t.Error("only the route with 25% errors should be failing, not the one with 0.25%")
+	}
 	if h := nodes["svc:shop/api"].Health; h != HealthErrors {
 		t.Errorf("shop/api with 25%% errors has health %q, want errors", h)
 	}

@@ -47,6 +47,7 @@ func addIngresses(g *graph, snap *cluster.Snapshot, live Live, svcHealth map[typ
 			e := g.edge(hid, rid, cmp.Or(path, "(default)"))
 			if r, ok := live.Rates[rk]; ok {
 				e.RequestRate, e.ErrorRate = &r.Requests, &r.Errors
+				e.Failing = health == HealthErrors
 			}
 		}
 		if ing.Spec.DefaultBackend != nil {
@@ -199,6 +200,7 @@ func routeNode(g *graph, snap *cluster.Snapshot, live Live, ing *networkingv1.In
 		e.RequestRate, e.ErrorRate = &r.Requests, &r.Errors
 		n.Fields = append(n.Fields, Field{"Rate", fmt.Sprintf("%.1f req/s, %.1f 5xx/s", r.Requests, r.Errors)})
 		if r.Requests > 0 && r.Errors/r.Requests > live.ErrorThreshold {
+			e.Failing = true
 			n.Health = HealthErrors
 			if s := g.nodes[serviceID(svcKey)]; s != nil {
 				s.Health = worse(s.Health, HealthErrors)

@@ -108,6 +108,8 @@ type Edge struct {
 	// RequestRate and ErrorRate are per second, from the ingress route counters; nil when unknown.
 	RequestRate *float64 `json:"requestRate,omitempty"`
 	ErrorRate   *float64 `json:"errorRate,omitempty"`
+	// Failing is set when the error rate is over the configured share of the request rate.
+	Failing bool `json:"failing,omitempty"`
 }
 
 // Map is the whole service map with the dashboard's tables, built by BuildMap.

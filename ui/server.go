@@ -20,6 +20,11 @@ import (
 	"k8s.io/klog/v2"
 )
 
+var (
+	_ cluster.Component = (*Server)(nil)
+	_ cluster.Checker   = (*Server)(nil)
+)
+
 // Sources are the other components' status interfaces; a nil one means that component is off.
 type Sources struct {
 	Announcements cluster.AnnouncementSource

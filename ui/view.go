@@ -309,6 +309,7 @@ func viewEdges(m *Map, keep map[string]bool, rep map[string]string) []ViewEdge {
 		}
 		ve := &out[i]
 		ve.Count++
+		ve.Failing = ve.Failing || e.Failing
 		if ve.Label != e.Label {
 			ve.Label = ""
 		}

@@ -127,7 +127,7 @@ func TestBuildViewReadableAt500Services(t *testing.T) {
 	checkNoOverlap(t, v)
 }
 
-func checkNoOverlap(t *testing.T, v *View) {
+func checkNoOverlap(t testing.TB, v *View) {
 	t.Helper()
 	cols := map[float64][]ViewNode{}
 	for _, n := range v.Nodes {
@@ -171,5 +171,49 @@ func TestBuildViewLayoutFollowsEdges(t *testing.T) {
 	}
 	if vias != 3 {
 		t.Errorf("%d edges cross the routes column through a slot, want the 3 from IPs to Services", vias)
+	}
+}
+
+func FuzzBuildViewQuery(f *testing.F) {
+	for _, q := range []string{"", "web", "203.0.113", "shop", `"`, "pod:shop/web-7d9f8c6b5d-ak", "\x00"} {
+		f.Add(q, "shop", "staging", 2, 1)
+	}
+	m := BuildMap(fixtureSnapshot(f, 1, fixtureOpts{webReplicas: 6}), fixtureLive())
+	f.Fuzz(func(t *testing.T, text, ns, expand string, podLimit, maxServices int) {
+		v := BuildView(m, Query{Text: text, Namespace: ns, Expand: []string{expand}, PodLimit: podLimit, MaxServices: maxServices})
+		ids := map[string]bool{}
+		for _, n := range v.Nodes {
+			if ids[n.ID] {
+				t.Fatalf("node %s twice", n.ID)
+			}
+			ids[n.ID] = true
+		}
+		for _, e := range v.Edges {
+			if !ids[e.From] || !ids[e.To] {
+				t.Fatalf("edge %s > %s to a node not in the view", e.From, e.To)
+			}
+		}
+		checkNoOverlap(t, v)
+	})
+}
+
+func BenchmarkBuildMap500Services(b *testing.B) {
+	snap := bigSnapshot(10, 50, 3)
+	for b.Loop() {
+		BuildMap(snap, Live{})
+	}
+}
+
+func BenchmarkBuildView500Services(b *testing.B) {
+	m := BuildMap(bigSnapshot(10, 50, 3), Live{})
+	for _, q := range []struct {
+		name string
+		q    Query
+	}{{"grouped", Query{}}, {"one-namespace-expanded", Query{Expand: []string{"team-03"}}}, {"text-filter", Query{Text: "svc-007"}}} {
+		b.Run(q.name, func(b *testing.B) {
+			for b.Loop() {
+				BuildView(m, q.q)
+			}
+		})
 	}
 }

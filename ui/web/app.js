@@ -137,7 +137,7 @@ function renderMap() {
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, dx = Math.max(30, (x2 - x1) / 2);
     const hl = state.sel && (e.from === state.sel || e.to === state.sel);
     if (hl) { linked.add(e.from); linked.add(e.to); }
-    const bad = e.requestRate > 0 && e.errorRate / e.requestRate > 0.05;
+    const bad = !!e.failing;
     let d = `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
     if (e.via) {
       // The edge skips a column: it runs through the slot the layout kept for it there.
