@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,7 +42,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	stopControlPlane()
+	os.Exit(code)
 }
 
 // node is a lab node made by the test: a netns with a pod bridge.
@@ -121,6 +124,16 @@ func startControlPlane(t *testing.T) kubernetes.Interface {
 	return cs
 }
 
+// shared is the control plane every test of the package uses: starting one takes longer than most
+// tests here, and each test names its nodes and pods apart.
+var shared struct {
+	once sync.Once
+	dir  string
+	cp   *lab.ControlPlane
+	cs   kubernetes.Interface
+	err  error
+}
+
 func startControlPlaneOf(t *testing.T) (kubernetes.Interface, *lab.ControlPlane) {
 	t.Helper()
 	testutil.RequireRoot(t)
@@ -128,22 +141,32 @@ func startControlPlaneOf(t *testing.T) (kubernetes.Interface, *lab.ControlPlane)
 	if testing.Short() {
 		t.Skip("starts etcd and kube-apiserver")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cp, err := lab.StartControlPlane(ctx, lab.ControlPlaneOptions{Dir: t.TempDir(), Controllers: true})
-	if err != nil {
-		t.Fatalf("StartControlPlane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
+	shared.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if shared.dir, shared.err = os.MkdirTemp("", "kubelet-test-"); shared.err != nil {
+			return
+		}
+		shared.cp, shared.err = lab.StartControlPlane(ctx, lab.ControlPlaneOptions{Dir: shared.dir, Controllers: true})
+		if shared.err == nil {
+			shared.cs, shared.err = shared.cp.Client()
 		}
 	})
-	cs, err := cp.Client()
-	if err != nil {
-		t.Fatal(err)
+	if shared.err != nil {
+		t.Fatalf("starting the control plane: %v", shared.err)
 	}
-	return cs, cp
+	return shared.cs, shared.cp
+}
+
+func stopControlPlane() {
+	if shared.cp != nil {
+		if err := shared.cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func(ctx context.Context) (bool, error)) {
@@ -419,6 +442,7 @@ func TestBinder(t *testing.T) {
 	}()
 	for i := range 4 {
 		p := echoPod(fmt.Sprintf("p%d", i), "")
+		p.Labels = map[string]string{"test": "binder"}
 		if i == 3 {
 			p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "a"}
 		}
@@ -429,7 +453,7 @@ func TestBinder(t *testing.T) {
 	count := map[string]int{}
 	waitFor(t, "every pod bound", 30*time.Second, func(ctx context.Context) (bool, error) {
 		count = map[string]int{}
-		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "test=binder"})
 		if err != nil {
 			return false, nil
 		}
