@@ -9,6 +9,9 @@ BIN := bin
 TEST_PKGS := nftables conntrack iproute2 etcd-server chromium iputils-ping curl
 BENCH_PKGS := wrk nginx-light haproxy
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
+# Tools built from the Go module proxy, cached per machine like the Kubernetes binaries.
+TOOLS := $(HOME)/.cache/baregate/bin
+HELM := $(TOOLS)/helm
 
 .PHONY: all build test unit demo bench lint deps bench-deps k8s clean
 
@@ -17,11 +20,14 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# deps installs missing Debian packages (once per machine).
-deps:
+# deps installs missing Debian packages and tools (once per machine).
+deps: $(HELM)
 	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+$(HELM):
+	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -1,14 +1,52 @@
 package gateway
 
 import (
+	"fmt"
+
+	"k8s.io/client-go/dynamic"
+
+	"github.com/baregate/baregate/ingress"
 	"github.com/baregate/baregate/internal/cluster"
+	"github.com/baregate/baregate/lbip"
+	"github.com/baregate/baregate/nodeport"
+	"github.com/baregate/baregate/ui"
 )
 
 // buildComponents constructs the components enabled on this node, in dependency order: the
-// dashboard last, since it reads the others' live state.
-func buildComponents(cfg *Config, deps cluster.Deps) ([]cluster.Component, error) {
+// dashboard last, since it reads the others' live state through the status interfaces.
+func buildComponents(cfg *Config, deps cluster.Deps, dyn dynamic.Interface) ([]cluster.Component, error) {
 	var comps []cluster.Component
-	_ = deps
-	_ = cfg
+	var sources ui.Sources
+	if cfg.EnableLBIP {
+		lb, err := lbip.New(cfg.LBIP, deps, dyn)
+		if err != nil {
+			return nil, fmt.Errorf("setting up lbip: %w", err)
+		}
+		comps = append(comps, lb)
+		sources.Announcements = lb
+	}
+	if cfg.EnableNodePort {
+		np, err := nodeport.New(cfg.NodePort, deps)
+		if err != nil {
+			return nil, fmt.Errorf("setting up nodeport: %w", err)
+		}
+		comps = append(comps, np)
+		sources.Forwarding = np
+	}
+	if cfg.EnableIngress {
+		ing, err := ingress.New(cfg.Ingress, deps)
+		if err != nil {
+			return nil, fmt.Errorf("setting up ingress: %w", err)
+		}
+		comps = append(comps, ing)
+		sources.Routes = ing
+	}
+	if cfg.EnableUI {
+		srv, err := ui.New(cfg.UI, deps, sources)
+		if err != nil {
+			return nil, fmt.Errorf("setting up ui: %w", err)
+		}
+		comps = append(comps, srv)
+	}
 	return comps, nil
 }

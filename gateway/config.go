@@ -9,6 +9,11 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/baregate/baregate/ingress"
+	"github.com/baregate/baregate/lbip"
+	"github.com/baregate/baregate/nodeport"
+	"github.com/baregate/baregate/ui"
 )
 
 // Config is everything the gateway is told on its command line.
@@ -25,6 +30,11 @@ type Config struct {
 	LeaderElection   LeaderElection
 
 	EnableLBIP, EnableNodePort, EnableIngress, EnableUI bool
+
+	LBIP     lbip.Config
+	NodePort nodeport.Config
+	Ingress  ingress.Config
+	UI       ui.Config
 }
 
 // NewConfig returns the defaults, taking the node name and namespace from the environment the
@@ -34,7 +44,7 @@ func NewConfig() *Config {
 	if ns == "" {
 		ns = "baregate-system"
 	}
-	return &Config{
+	c := &Config{
 		NodeName:         os.Getenv("NODE_NAME"),
 		Namespace:        ns,
 		AdminAddress:     "0.0.0.0:9710",
@@ -49,7 +59,13 @@ func NewConfig() *Config {
 			RetryPeriod:   2 * time.Second,
 		},
 		EnableLBIP: true, EnableNodePort: true, EnableIngress: true, EnableUI: true,
+		LBIP: lbip.DefaultConfig(),
+		UI:   ui.DefaultConfig(),
 	}
+	// The flag definitions hold the components' defaults: registering them on a throwaway set
+	// fills them in, so a Config built in code (tests, the lab) starts where the command line does.
+	c.AddFlags(pflag.NewFlagSet("defaults", pflag.ContinueOnError))
+	return c
 }
 
 // AddFlags registers the gateway's flags.
@@ -70,6 +86,10 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.EnableNodePort, "nodeport", c.EnableNodePort, "Forward ClusterIP, NodePort, ExternalIP and LoadBalancer traffic with nftables (replaces kube-proxy; disable to run beside it).")
 	fs.BoolVar(&c.EnableIngress, "ingress", c.EnableIngress, "Serve Ingresses of the baregate IngressClass over HTTP and HTTPS.")
 	fs.BoolVar(&c.EnableUI, "ui", c.EnableUI, "Serve the service-map dashboard.")
+	c.LBIP.AddFlags(fs)
+	c.NodePort.AddFlags(fs)
+	c.Ingress.AddFlags(fs)
+	c.UI.AddFlags(fs)
 }
 
 // Validate reports every bad value at once.
@@ -102,6 +122,21 @@ func (c *Config) Validate() error {
 	}
 	if !c.EnableLBIP && !c.EnableNodePort && !c.EnableIngress && !c.EnableUI {
 		errs = append(errs, errors.New("every component is disabled (--lbip, --nodeport, --ingress, --ui): nothing to run"))
+	}
+	for _, comp := range []struct {
+		on       bool
+		validate func() error
+	}{
+		{c.EnableLBIP, c.LBIP.Validate},
+		{c.EnableNodePort, c.NodePort.Validate},
+		{c.EnableIngress, c.Ingress.Validate},
+		{c.EnableUI, c.UI.Validate},
+	} {
+		if comp.on {
+			if err := comp.validate(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

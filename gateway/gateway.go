@@ -56,7 +56,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	recorder := broadcaster.NewRecorder(clientScheme(), corev1.EventSource{Component: "baregate", Host: cfg.NodeName})
 
 	deps := cluster.Deps{NodeName: cfg.NodeName, Namespace: cfg.Namespace, Client: client, Recorder: recorder, Metrics: reg}
-	comps, err := buildComponents(cfg, deps)
+	comps, err := buildComponents(cfg, deps, dyn)
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,7 @@ func TestGatewayAgainstRealAPIServer(t *testing.T) {
 	cfg.LeaderElection.LeaseDuration = 3 * time.Second
 	cfg.LeaderElection.RenewDeadline = 2 * time.Second
 	cfg.LeaderElection.RetryPeriod = 500 * time.Millisecond
+	cfg.UI.Address = freeAddr(t)
 	disableDataPlane(cfg)
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -67,6 +68,11 @@ func TestGatewayAgainstRealAPIServer(t *testing.T) {
 		code, body := get(admin + "/metrics")
 		return code == 200 && strings.Contains(body, "baregate_leader 1") &&
 			strings.Contains(body, "baregate_services 2") // web and the apiserver's own "kubernetes"
+	})
+
+	eventually(t, "the dashboard's map to show the Service", func() bool {
+		code, body := get("http://" + cfg.UI.Address + "/api/map")
+		return code == 200 && strings.Contains(body, `"web"`)
 	})
 
 	if err := cp.StopAPIServer(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/baregate/baregate/gateway"
+	"github.com/baregate/baregate/nodeport"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -52,6 +53,7 @@ Each job can be switched off with its flag.`,
 		Version: version,
 	}
 	cfg.AddFlags(cmd.Flags())
+	cmd.AddCommand(newCleanupCommand())
 	addKlogFlags(cmd.PersistentFlags())
 	cmd.SetContext(context.Background())
 	return cmd
@@ -63,5 +65,19 @@ func addKlogFlags(fs *pflag.FlagSet) {
 	klog.InitFlags(gfs)
 	for _, name := range []string{"v", "vmodule"} {
 		fs.AddGoFlag(gfs.Lookup(name))
+	}
+}
+
+func newCleanupCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove everything baregate programmed on this node (its nftables tables) and exit",
+		Long: `cleanup removes the nftables tables baregate owns on this node, as kube-proxy --cleanup does.
+A stopped gateway leaves its rules in place on purpose so traffic keeps flowing through restarts;
+run this when removing baregate from a node for good.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return nodeport.Cleanup(cmd.Context())
+		},
 	}
 }
