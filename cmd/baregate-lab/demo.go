@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,7 +84,12 @@ func cmdDemo(ctx context.Context, args []string) error {
 		if err := forwardDashboard(ctx, l, uiPort); err != nil {
 			fmt.Fprintf(os.Stderr, "dashboard not forwarded: %v\n", err)
 		} else {
-			fmt.Printf("Dashboard (node1's baregate): http://127.0.0.1:%d/\n\n", uiPort)
+			url := fmt.Sprintf("http://127.0.0.1:%d/", uiPort)
+			note := ""
+			if err := httpOK(ctx, url); err != nil {
+				note = "   (not answering yet: " + firstLine(err) + ")"
+			}
+			fmt.Printf("Dashboard (node1's baregate, forwarded from its loopback): %s%s\n\n", url, note)
 		}
 	}
 	printDemoCommands(ctx, l, o.StartGateway)
@@ -236,4 +242,22 @@ func selfName() string {
 		}
 	}
 	return self
+}
+
+func httpOK(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
 }

@@ -110,7 +110,7 @@ type Info struct {
 // Up builds the lab from scratch, first removing what a crashed lab of the same ID left behind, and
 // returns once the API server serves, every node is registered and Ready, and the gateways (if asked)
 // run. ctx bounds the start-up; the lab runs until Down.
-func Up(ctx context.Context, o Options) (l *Lab, err error) {
+func Up(ctx context.Context, o Options) (*Lab, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -124,9 +124,10 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 		return nil, fmt.Errorf("creating %s: %w", o.Dir, err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	l = &Lab{o: o, net: network{id: o.ID, nodes: o.Nodes, clients: o.Clients}, cancel: cancel}
+	l := &Lab{o: o, net: network{id: o.ID, nodes: o.Nodes, clients: o.Clients}, cancel: cancel}
+	ok := false
 	defer func() {
-		if err != nil {
+		if !ok {
 			l.Down()
 		}
 	}()
@@ -136,6 +137,7 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 	if err := l.net.up(ctx); err != nil {
 		return nil, fmt.Errorf("creating the lab network: %w", err)
 	}
+	var err error
 	l.cp, err = StartControlPlane(ctx, ControlPlaneOptions{
 		Dir: filepath.Join(o.Dir, "cp"), Netns: l.net.ns("cp"), Address: ControlPlaneIP,
 		Controllers: true, Log: o.Log,
@@ -159,6 +161,7 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 	if err := l.writeInfo(); err != nil {
 		return nil, err
 	}
+	ok = true
 	return l, nil
 }
 

@@ -77,3 +77,33 @@ func mustProcessesMentioning(t *testing.T, s string) []string {
 	}
 	return procs
 }
+
+// TestUpThatFailsLeavesNothingBehind interrupts Up while it builds the lab: Up must fail and remove what
+// it had made.
+func TestUpThatFailsLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts parts of a lab")
+	}
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "ip")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := testLabID(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l, err := Up(ctx, Options{ID: id, Nodes: 3, Clients: 2, Dir: dir, Self: self})
+	if err == nil {
+		l.Down()
+		t.Fatal("Up succeeded within 2 seconds; the test wants it interrupted")
+	}
+	if left, _ := LabNetns(context.Background(), id); len(left) > 0 {
+		t.Errorf("namespaces left after a failed Up (%v): %v", err, left)
+	}
+	if procs := mustProcessesMentioning(t, dir); len(procs) > 0 {
+		t.Errorf("processes left after a failed Up: %v", procs)
+	}
+}
