@@ -306,10 +306,11 @@ func (c *ControlPlane) startControllers(ctx context.Context) error {
 	})
 }
 
-// waitHealthy polls check until it succeeds, p exits, ctx ends or a minute passes.
+// waitHealthy polls check until it succeeds, p exits, ctx ends or three minutes pass (a loaded
+// 2-core machine running several test packages at once has been seen to need more than one).
 func (c *ControlPlane) waitHealthy(ctx context.Context, p *process, check func(context.Context) error) error {
 	var last error
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		if p.exited() {
 			return false, p.exitError()
 		}
