@@ -56,7 +56,7 @@ func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
 		snap:      snap,
 		b:         b,
 		t:         &Table{exact: map[string]*hostRoutes{}, wildcard: map[string]*hostRoutes{}, Certs: &Certs{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}},
-		backends:  map[string]*Backend{},
+		backends:  map[backendKey]*Backend{},
 		certOwner: map[string]types.NamespacedName{},
 		usedCerts: map[types.NamespacedName]bool{},
 	}
@@ -78,7 +78,7 @@ type buildState struct {
 	snap      *cluster.Snapshot
 	b         *Builder
 	t         *Table
-	backends  map[string]*Backend
+	backends  map[backendKey]*Backend
 	certOwner map[string]types.NamespacedName // certificate name -> Secret serving it
 	usedCerts map[types.NamespacedName]bool
 	problems  []Problem
@@ -182,7 +182,7 @@ func (h *hostRoutes) paths(kind string) map[string]*Route {
 		m = &h.exact
 	}
 	if *m == nil {
-		*m = make(map[string]*Route, 1)
+		*m = make(map[string]*Route, 8) // one small group, allocated at once
 	}
 	return *m
 }
@@ -202,7 +202,7 @@ func (s *buildState) backend(ing *networkingv1.Ingress, ib networkingv1.IngressB
 	if ib.Service.Port.Name == "" {
 		be.Port = strconv.Itoa(int(ib.Service.Port.Number))
 	}
-	if shared := s.backends[be.Key()]; shared != nil {
+	if shared := s.backends[backendKey{be.Service, be.Port}]; shared != nil {
 		if len(shared.Endpoints) == 0 {
 			s.explainEmpty(ing, shared)
 		}
@@ -212,13 +212,20 @@ func (s *buildState) backend(ing *networkingv1.Ingress, ib networkingv1.IngressB
 	return s.sharedBackend(be)
 }
 
+// backendKey is Backend.Key without building a string on every lookup.
+type backendKey struct {
+	svc  types.NamespacedName
+	port string
+}
+
 func (s *buildState) sharedBackend(be *Backend) *Backend {
-	if shared := s.backends[be.Key()]; shared != nil {
+	k := backendKey{be.Service, be.Port}
+	if shared := s.backends[k]; shared != nil {
 		return shared
 	}
 	be.ID = len(s.t.Backends)
 	s.t.Backends = append(s.t.Backends, be)
-	s.backends[be.Key()] = be
+	s.backends[k] = be
 	return be
 }
 
