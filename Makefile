@@ -7,7 +7,7 @@ BIN := bin
 # Debian packages the tests and the lab use (nftables and conntrack for forwarding, etcd for the
 # control plane, chromium for the dashboard's browser test, ping and curl for the lab's tests and demo).
 TEST_PKGS := nftables conntrack iproute2 etcd-server chromium iputils-ping curl
-BENCH_PKGS := wrk nginx-light haproxy
+BENCH_PKGS := wrk nginx-light haproxy openssl
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
 # Tools built from the Go module proxy, cached per machine like the Kubernetes binaries.
 TOOLS := $(HOME)/.cache/baregate/bin
