@@ -73,6 +73,40 @@ func cmdStatus(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", p.Namespace, p.Name, p.Spec.NodeName, p.Status.Phase, podReady(&p), strings.Join(ips, ","))
 	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return printServices(ctx, cs)
+}
+
+// printServices lists the Services other than the API server's, with the IPs a client can use.
+func printServices(ctx context.Context, cs kubernetes.Interface) error {
+	svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing services: %w", err)
+	}
+	fmt.Println()
+	w := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "NAMESPACE\tSERVICE\tTYPE\tCLUSTER-IPS\tEXTERNAL-IPS\tPORTS")
+	for _, s := range svcs.Items {
+		if s.Namespace == metav1.NamespaceDefault && s.Name == "kubernetes" {
+			continue
+		}
+		var ext, ports []string
+		for _, in := range s.Status.LoadBalancer.Ingress {
+			ext = append(ext, in.IP)
+		}
+		ext = append(ext, s.Spec.ExternalIPs...)
+		for _, p := range s.Spec.Ports {
+			port := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+			if p.NodePort != 0 {
+				port = fmt.Sprintf("%d:%d/%s", p.Port, p.NodePort, p.Protocol)
+			}
+			ports = append(ports, port)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Spec.Type, strings.Join(s.Spec.ClusterIPs, ","),
+			strings.Join(ext, ","), strings.Join(ports, ","))
+	}
 	return w.Flush()
 }
 

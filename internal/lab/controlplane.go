@@ -165,8 +165,15 @@ func (c *ControlPlane) StopAPIServer() error {
 	return api.stop(10 * time.Second)
 }
 
-// StartAPIServer starts the API server again on the same address and port and waits until it is ready.
+// StartAPIServer starts the API server again on the same address and port and waits until it is ready;
+// it does nothing while the API server runs.
 func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
+	c.mu.Lock()
+	running := c.api != nil && !c.api.exited()
+	c.mu.Unlock()
+	if running {
+		return nil
+	}
 	return c.startAPIServer(ctx, false)
 }
 

@@ -193,3 +193,27 @@ func (f *T) RestoreNode(i int) {
 		f.t.Fatal(err)
 	}
 }
+
+// StopAPIServer takes the API server away (etcd and the data plane stay) until StartAPIServer or the
+// end of the test, to check that an API outage does not disturb traffic.
+func (f *T) StopAPIServer() {
+	f.t.Helper()
+	if err := f.ControlPlane().StopAPIServer(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := f.ControlPlane().StartAPIServer(ctx); err != nil {
+			f.t.Errorf("restarting the API server after the test: %v", err)
+		}
+	})
+}
+
+// StartAPIServer brings the API server back and waits until it is ready.
+func (f *T) StartAPIServer() {
+	f.t.Helper()
+	if err := f.ControlPlane().StartAPIServer(f.Ctx); err != nil {
+		f.t.Fatal(err)
+	}
+}
