@@ -14,6 +14,15 @@ type state struct {
 	// reserved are pool addresses Services list in spec.externalIPs: never handed out automatically,
 	// so one address is not announced for two purposes.
 	reserved map[netip.Addr][]types.NamespacedName
+	// cursor[r] is an address of range r below which every address is in use, reserved or buggy:
+	// Services that share with nobody start looking there, which keeps allocating n Services
+	// linear rather than quadratic. A release forgets all cursors.
+	cursor map[cursorKey]netip.Addr
+}
+
+type cursorKey struct {
+	pool  string
+	index int
 }
 
 // use is one address's holders; they all share its sharing and backend keys.
@@ -25,7 +34,7 @@ type use struct {
 }
 
 func newState() *state {
-	return &state{used: map[netip.Addr]*use{}, reserved: map[netip.Addr][]types.NamespacedName{}}
+	return &state{used: map[netip.Addr]*use{}, reserved: map[netip.Addr][]types.NamespacedName{}, cursor: map[cursorKey]netip.Addr{}}
 }
 
 // check says why key may not use ip, or nil. The rules are MetalLB's: an address is shared only
@@ -35,17 +44,18 @@ func (st *state) check(key types.NamespacedName, ip netip.Addr, req *request) er
 	if u == nil {
 		return nil
 	}
-	others := slices.DeleteFunc(slices.Clone(u.services), func(k types.NamespacedName) bool { return k == key })
-	if len(others) == 0 {
+	i := slices.IndexFunc(u.services, func(k types.NamespacedName) bool { return k != key })
+	if i < 0 {
 		return nil
 	}
+	other := u.services[i]
 	switch {
 	case u.sharing == "" || req.sharing == "":
-		return fmt.Errorf("%s is used by %s and sharing needs the same %s on both", ip, others[0], AnnotationAllowSharedIP)
+		return fmt.Errorf("%s is used by %s and sharing needs the same %s on both", ip, other, AnnotationAllowSharedIP)
 	case u.sharing != req.sharing:
-		return fmt.Errorf("%s is used by %s with sharing key %q, not %q", ip, others[0], u.sharing, req.sharing)
+		return fmt.Errorf("%s is used by %s with sharing key %q, not %q", ip, other, u.sharing, req.sharing)
 	case u.backend != req.backend:
-		return fmt.Errorf("%s is used by %s with an incompatible traffic policy (externalTrafficPolicy Local Services share only with Services selecting the same pods)", ip, others[0])
+		return fmt.Errorf("%s is used by %s with an incompatible traffic policy (externalTrafficPolicy Local Services share only with Services selecting the same pods)", ip, other)
 	}
 	for _, p := range req.ports {
 		if k, ok := u.ports[p]; ok && k != key {
@@ -84,26 +94,40 @@ func (st *state) release(key types.NamespacedName, ip netip.Addr) {
 	}
 	if len(u.services) == 0 {
 		delete(st.used, ip)
+		clear(st.cursor)
 	}
 }
 
 // free returns the lowest address of family f in pool that key may use: an unused one, or one it
 // may share (as in MetalLB, Services with a sharing key pack onto the first compatible address).
 func (st *state) free(pool *Pool, f family, key types.NamespacedName, req *request) (netip.Addr, bool) {
-	for _, r := range pool.Ranges {
+	for i, r := range pool.Ranges {
 		if familyOf(r.From) != f {
 			continue
 		}
-		for ip := r.From; ip.IsValid() && ip.Compare(r.To) <= 0; ip = ip.Next() {
-			if pool.AvoidBuggyIPs && buggy(ip) {
+		ck := cursorKey{pool.Name, i}
+		start, moving := r.From, req.sharing == ""
+		if c, ok := st.cursor[ck]; ok && moving {
+			start = c
+		}
+		for ip := start; ip.IsValid() && ip.Compare(r.To) <= 0; ip = ip.Next() {
+			_, reserved := st.reserved[ip]
+			if reserved || (pool.AvoidBuggyIPs && buggy(ip)) {
 				continue
 			}
-			if _, ok := st.reserved[ip]; ok {
-				continue
+			if moving {
+				if _, inUse := st.used[ip]; inUse {
+					continue
+				}
+				st.cursor[ck] = ip
+				return ip, true
 			}
 			if st.check(key, ip, req) == nil {
 				return ip, true
 			}
+		}
+		if moving {
+			st.cursor[ck] = r.To.Next() // full; an invalid address past the end of IPv6 space also ends the loop
 		}
 	}
 	return netip.Addr{}, false
