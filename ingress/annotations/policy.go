@@ -102,19 +102,19 @@ func DefaultDefaults() Defaults {
 
 // supported lists every option name Parse reads; other ingress-nginx annotations are reported.
 var supported = setOf(
-		"rewrite-target", "use-regex", "ssl-redirect", "force-ssl-redirect", "app-root", "permanent-redirect",
-		"permanent-redirect-code", "temporal-redirect", "from-to-www-redirect", "backend-protocol",
-		"proxy-body-size", "proxy-connect-timeout", "proxy-read-timeout", "proxy-send-timeout", "proxy-buffering",
-		"upstream-hash-by", "ssl-passthrough", "whitelist-source-range", "allowlist-source-range",
-		"denylist-source-range", "enable-cors", "cors-allow-origin", "cors-allow-methods", "cors-allow-headers",
-		"cors-allow-credentials", "cors-max-age", "cors-expose-headers", "affinity", "affinity-mode",
-		"session-cookie-name", "session-cookie-path", "session-cookie-expires", "session-cookie-max-age",
-		"session-cookie-samesite", "session-cookie-secure", "session-cookie-conditional-samesite-none",
-		"session-cookie-change-on-failure", "canary", "canary-by-header", "canary-by-header-value",
-		"canary-by-header-pattern", "canary-by-cookie", "canary-weight", "canary-weight-total", "auth-url",
-		"auth-signin", "auth-signin-redirect-param", "auth-response-headers", "auth-method", "auth-type",
-		"auth-secret", "auth-secret-type", "auth-realm", "limit-rps", "limit-rpm", "limit-connections",
-		"limit-burst-multiplier", "limit-whitelist", "limit-allowlist", "custom-http-errors", "default-backend",
+	"rewrite-target", "use-regex", "ssl-redirect", "force-ssl-redirect", "app-root", "permanent-redirect",
+	"permanent-redirect-code", "temporal-redirect", "from-to-www-redirect", "backend-protocol",
+	"proxy-body-size", "proxy-connect-timeout", "proxy-read-timeout", "proxy-send-timeout", "proxy-buffering",
+	"upstream-hash-by", "ssl-passthrough", "whitelist-source-range", "allowlist-source-range",
+	"denylist-source-range", "enable-cors", "cors-allow-origin", "cors-allow-methods", "cors-allow-headers",
+	"cors-allow-credentials", "cors-max-age", "cors-expose-headers", "affinity", "affinity-mode",
+	"session-cookie-name", "session-cookie-path", "session-cookie-expires", "session-cookie-max-age",
+	"session-cookie-samesite", "session-cookie-secure", "session-cookie-conditional-samesite-none",
+	"session-cookie-change-on-failure", "canary", "canary-by-header", "canary-by-header-value",
+	"canary-by-header-pattern", "canary-by-cookie", "canary-weight", "canary-weight-total", "auth-url",
+	"auth-signin", "auth-signin-redirect-param", "auth-response-headers", "auth-method", "auth-type",
+	"auth-secret", "auth-secret-type", "auth-realm", "limit-rps", "limit-rpm", "limit-connections",
+	"limit-burst-multiplier", "limit-whitelist", "limit-allowlist", "custom-http-errors", "default-backend",
 	"server-alias",
 )
 

@@ -229,3 +229,10 @@ func isToken(s string) bool {
 	}
 	return true
 }
+
+var errEmptyList = errors.New("empty list")
+
+// errFromList joins apimachinery validation messages into one error about value v.
+func errFromList(v string, msgs []string) error {
+	return fmt.Errorf("%q: %s", v, strings.Join(msgs, "; "))
+}
