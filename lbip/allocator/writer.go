@@ -163,8 +163,27 @@ func (a *Allocator) sync(ctx context.Context) error {
 	if err := a.writePools(ctx, res.Pools); err != nil {
 		errs = append(errs, err)
 	}
+	a.forgetGone(snap)
 	a.last.Store(&res)
 	return errors.Join(errs...)
+}
+
+// forgetGone drops what was told about objects that no longer exist.
+func (a *Allocator) forgetGone(snap *cluster.Snapshot) {
+	live := make(map[types.UID]bool, len(snap.Services)+len(snap.Pools))
+	for _, s := range snap.Services {
+		live[s.UID] = true
+	}
+	for _, p := range snap.Pools {
+		live[p.UID] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for uid := range a.told {
+		if !live[uid] {
+			delete(a.told, uid)
+		}
+	}
 }
 
 func containsAll(have, want []netip.Addr) bool {

@@ -161,6 +161,19 @@ func TestWriterRefusalsAreToldOnce(t *testing.T) {
 	if got := testutil.ToFloat64(w.a.metrics.allocations.WithLabelValues("refused", ReasonPoolExhausted)); got != 1 {
 		t.Errorf("refusal metric %v, want 1", got)
 	}
+	// Once the refused objects are gone, nothing about them is remembered.
+	if err := w.cs.CoreV1().Services("ns").Delete(context.Background(), "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.pools = w.pools[:1]
+	for range 2 { // the first sync still sees b, as informers lag
+		if err := w.sync(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(w.a.told) != 0 {
+		t.Errorf("still remembered: %v", w.a.told)
+	}
 }
 
 func TestWriterConflictOnAChangedService(t *testing.T) {
