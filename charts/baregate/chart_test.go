@@ -113,7 +113,7 @@ func TestArgsAreFlagsOfTheBinary(t *testing.T) {
 		ds := daemonSet(t, render(t, sets...))
 		for _, arg := range ds.Spec.Template.Spec.Containers[0].Args {
 			name, _, _ := strings.Cut(arg, "=")
-			if !regexp.MustCompile(`(?m)^\s+(-\w, )?` + regexp.QuoteMeta(name) + `\s`).Match(help) {
+			if !regexp.MustCompile(`(?m)^\s+(-\w, )?` + regexp.QuoteMeta(name) + `[\s=\[]`).Match(help) {
 				t.Errorf("the chart passes %s, which baregate --help does not list", name)
 			}
 		}
