@@ -107,8 +107,11 @@ func ParseUpstreamHash(s string) (*UpstreamHash, error) {
 
 func hashVar(name string) (hashPart, bool) {
 	for _, v := range hashVars {
-		if strings.HasSuffix(v, "_") && strings.HasPrefix(name, v) && len(name) > len(v) {
-			return hashPart{kind: v, name: name[len(v):]}, true
+		if strings.HasSuffix(v, "_") {
+			if strings.HasPrefix(name, v) && len(name) > len(v) {
+				return hashPart{kind: v, name: name[len(v):]}, true
+			}
+			continue
 		}
 		if name == v {
 			if v == "binary_remote_addr" {
@@ -128,7 +131,7 @@ func (h *UpstreamHash) Key(r *http.Request, clientIP string) string {
 		case "":
 			b.WriteString(p.lit)
 		case "request_uri":
-			b.WriteString(r.RequestURI)
+			b.WriteString(r.URL.RequestURI())
 		case "uri":
 			b.WriteString(r.URL.Path)
 		case "args":

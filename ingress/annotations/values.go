@@ -186,13 +186,10 @@ func ParseCIDRList(s string) ([]netip.Prefix, error) {
 			}
 		} else {
 			a, err := netip.ParseAddr(f)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not an address or network", f)
+			if err != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("%q is not an address or network (without zone)", f)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		if p.Addr().Zone() != "" {
-			return nil, fmt.Errorf("%q has a zone", f)
 		}
 		if p.Addr().Is4In6() {
 			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
