@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -9,7 +10,13 @@ import (
 // BenchmarkProxy measures the request path in process: keep-alive clients through the HTTP listener
 // to one local backend. Run with -benchmem; allocations per request are what this watches.
 func BenchmarkProxy(b *testing.B) {
-	h := newHarness(b)
+	for _, fast := range []bool{true, false} {
+		b.Run(fmt.Sprintf("fastpath=%v", fast), func(b *testing.B) { benchProxy(b, fast) })
+	}
+}
+
+func benchProxy(b *testing.B, fast bool) {
+	h := newHarness(b, func(c *Config) { c.DisableFastPath = !fast })
 	body := make([]byte, 64<<10)
 	small := []byte("ok\n")
 	be := startBackend(b, "web", false, func(w http.ResponseWriter, r *http.Request) {

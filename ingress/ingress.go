@@ -63,7 +63,8 @@ func New(cfg Config, deps cluster.Deps) (*Ingress, error) {
 		Balance: cfg.Balance, ConnectTimeout: cfg.ConnectTimeout, ReadTimeout: cfg.ReadTimeout, SendTimeout: cfg.SendTimeout,
 		PassiveHealthTimeout: cfg.PassiveHealthTimeout, Retries: cfg.Retries, MaxIdleConnsPerEndpoint: cfg.MaxIdleConnsPerEndpoint,
 		ServerHeader: cfg.ServerHeader, TrustForwardedHeaders: cfg.TrustForwardedHeaders, AccessLog: cfg.AccessLog,
-		Logger: klog.Background().WithName("ingress"),
+		DisableFastPath: cfg.DisableFastPath,
+		Logger:          klog.Background().WithName("ingress"),
 	}, deps.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("creating the ingress proxy: %w", err)

@@ -399,3 +399,36 @@ func TestOldTLSRefused(t *testing.T) {
 		t.Error("a TLS 1.1 handshake succeeded")
 	}
 }
+
+// TestKeepAliveClosedByBackend: pooled connections that the backend closed while idle are not
+// reused, so even a POST (not retried once its body is sent) succeeds after the backend's idle
+// timeout; responses with Connection: close are not pooled either.
+func TestKeepAliveClosedByBackend(t *testing.T) {
+	h := newHarness(t)
+	be := startBackend(t, "web", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s", r.Method, body)
+	})
+	be.srv.IdleTimeout = 50 * time.Millisecond
+	h.apply(simple("", "web", be.addr))
+	c := &http.Client{}
+	for i := range 6 {
+		path := "/"
+		if i%3 == 2 {
+			path = "/close"
+		}
+		resp, err := c.Post(h.httpURL+path, "text/plain", strings.NewReader("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "POST hello" {
+			t.Errorf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+		time.Sleep(150 * time.Millisecond) // longer than the backend's idle timeout
+	}
+}

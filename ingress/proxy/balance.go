@@ -21,6 +21,7 @@ type endpoint struct {
 	inflight atomic.Int64
 	// downUntil is when (unix nanoseconds) an endpoint that refused a connection may be tried again.
 	downUntil atomic.Int64
+	idle      h1Idle // the fast path's keep-alive connections
 }
 
 func (e *endpoint) down(now int64) bool { return e.downUntil.Load() > now }

@@ -85,6 +85,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 	if pl.h2c && !upgrade {
 		transport = p.h2c
 	}
+	fast := !p.opts.DisableFastPath && fastEligible(out, pl, upgrade)
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	attempts := min(p.opts.Retries+1, len(pl.eps))
@@ -99,7 +100,13 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 		url.Scheme, url.Host = "http", ep.hostport
 		out.URL = &url
 		ep.inflight.Add(1)
-		resp, err := transport.RoundTrip(out)
+		var resp *http.Response
+		var err error
+		if fast {
+			resp, err = p.roundTrip1(out, ep, body)
+		} else {
+			resp, err = transport.RoundTrip(out)
+		}
 		if err == nil {
 			code, sent = h.respond(w, r, resp, ep)
 			ep.inflight.Add(-1)

@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -33,6 +34,9 @@ type Options struct {
 	// TrustForwardedHeaders keeps the X-Forwarded-* headers clients send (behind another proxy that
 	// sets them) instead of replacing them.
 	TrustForwardedHeaders bool
+	// DisableFastPath sends every request through net/http's Transport instead of the in-goroutine
+	// HTTP/1.1 path (see fastpath.go).
+	DisableFastPath bool
 	// AccessLog logs every request at info level.
 	AccessLog bool
 	Logger    klog.Logger
@@ -69,6 +73,7 @@ type Proxy struct {
 	state     atomic.Pointer[state]
 	http1     *http.Transport
 	h2c       *http.Transport
+	dialer    *net.Dialer
 	metrics   *metrics
 
 	// mu guards the registries below, which Swap updates and scrapes read.
@@ -100,6 +105,7 @@ func New(opts Options, reg prometheus.Registerer) (*Proxy, error) {
 		serverHdr:    []string{opts.ServerHeader},
 		http1:        newTransport(opts, false),
 		h2c:          newTransport(opts, true),
+		dialer:       &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second},
 		endpoints:    map[netip.AddrPort]*endpoint{},
 		rotations:    map[string]*atomic.Uint64{},
 		routeStats:   map[string]*routeStats{},
@@ -166,8 +172,9 @@ func (p *Proxy) Swap(t *route.Table) {
 		}
 		st.routes[i] = rs
 	}
-	for a := range p.endpoints {
+	for a, e := range p.endpoints {
 		if !liveEPs[a] {
+			e.idle.closeAll()
 			delete(p.endpoints, a)
 		}
 	}
@@ -222,6 +229,11 @@ func (p *Proxy) Routes() []cluster.Route {
 func (p *Proxy) CloseIdleConnections() {
 	p.http1.CloseIdleConnections()
 	p.h2c.CloseIdleConnections()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.endpoints {
+		e.idle.closeAll()
+	}
 }
 
 // Handler returns the handler for one listener; scheme ("http" or "https") and port are what the

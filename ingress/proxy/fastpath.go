@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The HTTP/1.1 fast path sends a request on a pooled connection and reads the response in the
+// handler's own goroutine. net/http's Transport hands every request to two goroutines per
+// connection through channels, which costs more than the rest of the proxy together; plain
+// requests (no upgrade, no Expect, no chunked request body, HTTP/1.1 backends) do not need that.
+
+// idleMax is how long a pooled connection may sit unused before it is dropped instead of reused:
+// backends close idle keep-alive connections (nginx after 75 s, Go after 90 s by default).
+const idleMax = 30 * time.Second
+
+type h1Conn struct {
+	c      net.Conn
+	raw    syscall.RawConn // for the liveness check before reuse; nil if unavailable
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	usedAt time.Time
+}
+
+// h1Idle is one endpoint's stack of idle connections.
+type h1Idle struct {
+	mu    sync.Mutex
+	conns []*h1Conn
+}
+
+func (i *h1Idle) get(now time.Time) *h1Conn {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for n := len(i.conns); n > 0; n = len(i.conns) {
+		c := i.conns[n-1]
+		i.conns = i.conns[:n-1]
+		if now.Sub(c.usedAt) < idleMax && c.alive() {
+			return c
+		}
+		c.c.Close()
+	}
+	return nil
+}
+
+func (i *h1Idle) put(c *h1Conn, max int) {
+	c.usedAt = time.Now()
+	i.mu.Lock()
+	if len(i.conns) < max {
+		i.conns = append(i.conns, c)
+		c = nil
+	}
+	i.mu.Unlock()
+	if c != nil {
+		c.c.Close()
+	}
+}
+
+func (i *h1Idle) closeAll() {
+	i.mu.Lock()
+	conns := i.conns
+	i.conns = nil
+	i.mu.Unlock()
+	for _, c := range conns {
+		c.c.Close()
+	}
+}
+
+// alive reports whether an idle connection is still open: the backend may have closed it while it
+// sat in the pool, and a request body written into a closed connection could not be retried. One
+// non-blocking peek replaces the background read loop that net/http keeps on every connection.
+func (c *h1Conn) alive() bool {
+	if c.raw == nil || c.br.Buffered() > 0 {
+		return c.raw == nil // unsolicited bytes from the backend make the connection unusable
+	}
+	ok := false
+	var buf [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true // never wait for readiness
+	})
+	return err == nil && ok
+}
+
+// fastEligible reports whether out can take the fast path.
+func fastEligible(out *http.Request, pl *pool, upgrade bool) bool {
+	if pl.h2c || upgrade || out.Header["Expect"] != nil {
+		return false
+	}
+	return out.Body == nil || out.ContentLength > 0
+}
+
+// roundTrip1 sends out to ep over a pooled or new connection. A failure on a reused connection before
+// any response byte (the backend closed it while idle) is retried once on a new connection when the
+// request body was not read yet.
+func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		c := ep.idle.get(time.Now())
+		reused := c != nil
+		if c == nil {
+			nc, err := p.dial(out.Context(), ep.hostport)
+			if err != nil {
+				return nil, err
+			}
+			c = &h1Conn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}
+			if tc, ok := nc.(*idleTimeoutConn).Conn.(*net.TCPConn); ok {
+				c.raw, _ = tc.SyscallConn()
+			}
+		}
+		resp, err := p.exchange(c, out)
+		if err == nil {
+			resp.Body = &h1Body{rc: resp.Body, conn: c, idle: &ep.idle, max: p.opts.MaxIdleConnsPerEndpoint, keep: !resp.Close && !out.Close}
+			return resp, nil
+		}
+		c.c.Close()
+		if !reused || attempt > 0 || (body != nil && body.touched) || out.Context().Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+func (p *Proxy) exchange(c *h1Conn, out *http.Request) (*http.Response, error) {
+	if err := out.Write(c.bw); err != nil {
+		return nil, err
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(out.Context(), func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	for {
+		resp, err := http.ReadResponse(c.br, out)
+		if err != nil {
+			if out.Context().Err() != nil {
+				return nil, out.Context().Err()
+			}
+			return nil, err
+		}
+		// Informational responses (103 Early Hints) are not forwarded; the final one follows.
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		return resp, nil
+	}
+}
+
+// dial opens a connection to an endpoint with the connect timeout and the idle read/write timeouts.
+func (p *Proxy) dial(ctx context.Context, hostport string) (net.Conn, error) {
+	c, err := p.dialer.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	return &idleTimeoutConn{Conn: c, read: p.opts.ReadTimeout, write: p.opts.SendTimeout}, nil
+}
+
+// h1Body returns the connection to the pool once the response body has been read to its end.
+type h1Body struct {
+	rc   io.ReadCloser
+	conn *h1Conn
+	idle *h1Idle
+	max  int
+	keep bool
+	eof  bool
+	done bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	err := b.rc.Close()
+	if b.eof && b.keep && err == nil {
+		b.idle.put(b.conn, b.max)
+		return nil
+	}
+	return b.conn.c.Close()
+}
