@@ -27,17 +27,18 @@ func main() {
 	httpAddr := flag.String("http", "127.0.0.1:18084", "HTTP listen address")
 	httpsAddr := flag.String("https", "127.0.0.1:18446", "HTTPS listen address")
 	backends := flag.String("backends", "127.0.0.1:18081", "comma-separated backend ip:port list (distinct IPs)")
+	noFast := flag.Bool("disable-fast-path", false, "use net/http's Transport for every request")
 	flag.Parse()
-	if err := run(*httpAddr, *httpsAddr, strings.Split(*backends, ",")); err != nil {
+	if err := run(*httpAddr, *httpsAddr, strings.Split(*backends, ","), *noFast); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(httpAddr, httpsAddr string, backends []string) error {
+func run(httpAddr, httpsAddr string, backends []string, noFast bool) error {
 	var cfg ingress.Config
 	cfg.AddFlags(pflag.NewFlagSet("bench", pflag.ContinueOnError))
-	cfg.HTTPAddress, cfg.HTTPSAddress = httpAddr, httpsAddr
+	cfg.HTTPAddress, cfg.HTTPSAddress, cfg.DisableFastPath = httpAddr, httpsAddr, noFast
 	ing, err := ingress.New(cfg, cluster.Deps{NodeName: "node1"})
 	if err != nil {
 		return err
