@@ -99,7 +99,7 @@ func Allocate(snap *cluster.Snapshot) Result {
 		res.Services[i].Service = s.Key()
 		items = append(items, &item{svc: s.Service, req: parseRequest(s.Service), a: &res.Services[i]})
 	}
-	slices.SortStableFunc(items, func(a, b *item) int {
+	slices.SortFunc(items, func(a, b *item) int { // keys are unique: the order is total
 		return cmp.Or(a.svc.CreationTimestamp.Compare(b.svc.CreationTimestamp.Time),
 			strings.Compare(a.svc.Namespace, b.svc.Namespace), strings.Compare(a.svc.Name, b.svc.Name))
 	})
