@@ -120,6 +120,8 @@ type gatewayLab struct {
 	nodes  map[string]string // name -> namespace
 	procs  map[string]*exec.Cmd
 	logs   map[string]*syncBuffer
+	// failedAt is when the last measured failure was applied.
+	failedAt time.Time
 }
 
 func startGateways(tb testing.TB) *gatewayLab {
@@ -254,6 +256,7 @@ func (g *gatewayLab) measureGap(tb testing.TB, addr, oldOwner string, fail func(
 			case failedAt.IsZero() && a.err == nil && a.body == oldOwner:
 				fail()
 				failedAt = time.Now()
+				g.failedAt = failedAt
 			case !failedAt.IsZero() && a.err == nil && a.body != oldOwner && a.start.After(failedAt):
 				return a.end.Sub(failedAt)
 			}
@@ -313,7 +316,22 @@ func BenchmarkFailover(b *testing.B) {
 				if mode == "linkdown" {
 					fail = g.linkDown(owner)
 				}
-				gaps = append(gaps, g.measureGap(b, vip4+":80", owner, fail))
+				gap := g.measureGap(b, vip4+":80", owner, fail)
+				gaps = append(gaps, gap)
+				if gap > 2*time.Second {
+					// Benchmark output is truncated; the whole story goes to a file.
+					var sb strings.Builder
+					fmt.Fprintf(&sb, "slow trial (%v) after %s failed at %s; client: %s", gap, owner, g.failedAt.Format("15:04:05.000000"), g.lab.IP(g.client, "neigh", "show", vip4))
+					for name := range g.procs {
+						fmt.Fprintf(&sb, "gateway %s log:\n%s\n", name, g.logs[name])
+					}
+					f, err := os.CreateTemp("", "lbip-slow-failover-*.log")
+					if err == nil {
+						f.WriteString(sb.String())
+						f.Close()
+						b.Logf("slow trial (%v); logs in %s", gap, f.Name())
+					}
+				}
 				g.close(b)
 			}
 			slices.Sort(gaps)

@@ -39,6 +39,7 @@ type LB struct {
 	changed  chan struct{}
 	started  atomic.Bool
 	firstRun atomic.Bool
+	retrying atomic.Bool
 
 	mu     sync.Mutex
 	assign []Assignment
@@ -215,8 +216,12 @@ func (lb *LB) sync(ctx context.Context) error {
 	}
 	lb.lastLive = liveKey
 	lb.reportConflicts(ctx, snap, assign, conflicts)
-	if refused := lb.ann.Refused(); len(refused) > 0 {
-		time.AfterFunc(announce.DefaultRetryConflict, lb.runner.Trigger)
+	if refused := lb.ann.Refused(); len(refused) > 0 && lb.retrying.CompareAndSwap(false, true) {
+		// Look again later whether the other host is gone.
+		time.AfterFunc(announce.DefaultRetryConflict, func() {
+			lb.retrying.Store(false)
+			lb.runner.Trigger()
+		})
 	}
 
 	now := time.Now()
@@ -382,11 +387,17 @@ func (lb *LB) Changed() <-chan struct{} { return lb.changed }
 func (lb *LB) Announcements() []cluster.Announcement {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	announced := lb.ann.Announced()
 	out := make([]cluster.Announcement, 0, len(lb.assign))
 	for _, a := range lb.assign {
+		ifaces := a.Interfaces
+		if a.Node == lb.deps.NodeName {
+			// This node knows where it really answers (refused or not yet probed: none).
+			ifaces = announced[a.IP]
+		}
 		out = append(out, cluster.Announcement{
 			IP: a.IP, Services: a.Services, Pool: a.Pool, Node: a.Node,
-			Since: lb.since[a.IP].since, Interfaces: a.Interfaces,
+			Since: lb.since[a.IP].since, Interfaces: ifaces,
 		})
 	}
 	return out
