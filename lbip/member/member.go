@@ -60,7 +60,8 @@ const (
 )
 
 // ParseSecret turns a shared secret of any length (a Secret's value, surrounding white space
-// ignored) into memberlist's AES-256 key by hashing it, as MetalLB's speaker does, so users need not
+// ignored) into memberlist's AES-256 key with SHA-256 (MetalLB's speaker also derives its key from the
+// secret, but not byte-compatibly: the two cannot share a gossip), so users need not
 // produce a key of an exact length.
 func ParseSecret(b []byte) ([]byte, error) {
 	trimmed := bytes.TrimSpace(b)
