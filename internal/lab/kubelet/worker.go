@@ -187,6 +187,12 @@ func (w *worker) step(ctx context.Context) bool {
 	}
 	if w.terminating && !w.anyRunning() {
 		w.view.Finished = true
+		for i := range w.view.Containers {
+			// A container that was backing off ends with its last exit, not waiting for a restart.
+			if v := &w.view.Containers[i]; v.Exited != nil {
+				v.Waiting, v.WaitingMsg = "", ""
+			}
+		}
 		w.releaseNetwork(ctx)
 	}
 	w.pushStatus(ctx)
