@@ -101,7 +101,11 @@ func parseBasicAuth(ps *parser, p *Policy, _ Defaults) {
 	}
 	a, err := ps.basicAuth()
 	if err != nil {
-		ps.invalid("auth-secret", err, "every request is refused until it is fixed")
+		name := "auth-secret"
+		if _, ok := ps.get(name); !ok {
+			name = "auth-type"
+		}
+		ps.invalid(name, err, "every request is refused until it is fixed")
 		p.Denied = "basic auth not usable"
 		return
 	}

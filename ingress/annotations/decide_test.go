@@ -26,8 +26,8 @@ func TestRewrite(t *testing.T) {
 		{"query in target refused", "/x?a=$1", "/(.*)", "/p", "/p", []string{"InvalidAnnotation rewrite-target"}},
 		{"nginx variable refused", "/$uri", "/(.*)", "/p", "/p", []string{"InvalidAnnotation rewrite-target"}},
 		{"relative target refused", "new/$1", "/(.*)", "/p", "/p", []string{"InvalidAnnotation rewrite-target"}},
-		{"bad regex path", "/$1", "/(a", "/a", "/a", []string{"InvalidAnnotation use-regex"}},
-		{"PCRE lookahead refused", "/$1", "/(?=a)(.*)", "/a", "/a", []string{"InvalidAnnotation use-regex"}},
+		{"bad regex path", "/$1", "/(a", "/a", "/a", []string{"InvalidAnnotation rewrite-target"}},
+		{"PCRE lookahead refused", "/$1", "/(?=a)(.*)", "/a", "/a", []string{"InvalidAnnotation rewrite-target"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, probs := Parse(ingress(map[string]string{"rewrite-target": c.target}, c.match, "/"), nil)

@@ -1,6 +1,7 @@
 package annotations
 
 import (
+	"crypto/sha1"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -72,3 +73,5 @@ func wantProblems(t *testing.T, got []Problem, want ...string) {
 // newTestRand is a uniform integer source seeded from the OS, so the statistical tests see fresh
 // draws each run.
 func newTestRand() func(n int) int { return rand.IntN }
+
+func sha1Sum(s string) []byte { sum := sha1.Sum([]byte(s)); return sum[:] }

@@ -56,8 +56,12 @@ func ParseHtpasswd(file string) (map[string]Hash, []string) {
 func ParseHash(s string) (Hash, error) {
 	switch {
 	case strings.HasPrefix(s, "$2a$"), strings.HasPrefix(s, "$2b$"), strings.HasPrefix(s, "$2y$"):
-		if _, err := bcrypt.Cost([]byte(s)); err != nil {
+		cost, err := bcrypt.Cost([]byte(s))
+		if err != nil {
 			return Hash{}, fmt.Errorf("malformed bcrypt hash: %w", err)
+		}
+		if cost > maxBcryptCost {
+			return Hash{}, fmt.Errorf("bcrypt cost %d is above %d: each login would tie up a core for seconds", cost, maxBcryptCost)
 		}
 		return Hash{scheme: "bcrypt", value: s}, nil
 	case strings.HasPrefix(s, "$apr1$"), strings.HasPrefix(s, "$1$"):
@@ -109,6 +113,9 @@ func (h Hash) Verify(password string) bool {
 }
 
 func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// maxBcryptCost bounds the work one request can cause (cost 14 is about a second of CPU).
+const maxBcryptCost = 14
 
 const itoa64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

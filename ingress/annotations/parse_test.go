@@ -39,7 +39,9 @@ func TestParse(t *testing.T) {
 	}
 	cases := []tc{
 		{name: "ssl-redirect off, force on", ann: map[string]string{"ssl-redirect": "false", "force-ssl-redirect": "true"},
-			check: func(t *testing.T, p *Policy) { eq(t, "ssl", [2]bool{p.SSLRedirect, p.ForceSSLRedirect}, [2]bool{false, true}) }},
+			check: func(t *testing.T, p *Policy) {
+				eq(t, "ssl", [2]bool{p.SSLRedirect, p.ForceSSLRedirect}, [2]bool{false, true})
+			}},
 		{name: "ssl-redirect bad", ann: map[string]string{"ssl-redirect": "yes please"}, problems: []string{"InvalidAnnotation ssl-redirect"},
 			check: func(t *testing.T, p *Policy) { eq(t, "SSLRedirect", p.SSLRedirect, true) }},
 		{name: "backend-protocol lower case", ann: map[string]string{"backend-protocol": "grpcs"},
@@ -100,12 +102,18 @@ func TestParse(t *testing.T) {
 				eq(t, "redirect", p.Redirect, &Redirect{URL: "https://www.example.com$request_uri", Code: 301})
 			}},
 		{name: "permanent-redirect 308", ann: map[string]string{"permanent-redirect": "https://example.com/", "permanent-redirect-code": "308"},
-			check: func(t *testing.T, p *Policy) { eq(t, "redirect", p.Redirect, &Redirect{URL: "https://example.com/", Code: 308}) }},
+			check: func(t *testing.T, p *Policy) {
+				eq(t, "redirect", p.Redirect, &Redirect{URL: "https://example.com/", Code: 308})
+			}},
 		{name: "permanent-redirect bad code", ann: map[string]string{"permanent-redirect": "https://example.com/", "permanent-redirect-code": "200"},
 			problems: []string{"InvalidAnnotation permanent-redirect-code"},
-			check:    func(t *testing.T, p *Policy) { eq(t, "redirect", p.Redirect, &Redirect{URL: "https://example.com/", Code: 301}) }},
+			check: func(t *testing.T, p *Policy) {
+				eq(t, "redirect", p.Redirect, &Redirect{URL: "https://example.com/", Code: 301})
+			}},
 		{name: "temporal wins", ann: map[string]string{"permanent-redirect": "https://a.example/", "temporal-redirect": "https://b.example/"},
-			check: func(t *testing.T, p *Policy) { eq(t, "redirect", p.Redirect, &Redirect{URL: "https://b.example/", Code: 302}) }},
+			check: func(t *testing.T, p *Policy) {
+				eq(t, "redirect", p.Redirect, &Redirect{URL: "https://b.example/", Code: 302})
+			}},
 		{name: "redirect relative", ann: map[string]string{"temporal-redirect": "/elsewhere"}, problems: []string{"InvalidAnnotation temporal-redirect"},
 			check: func(t *testing.T, p *Policy) { eq(t, "redirect", p.Redirect, (*Redirect)(nil)) }},
 		{name: "redirect unknown variable", ann: map[string]string{"permanent-redirect": "https://$server_name/"}, problems: []string{"InvalidAnnotation permanent-redirect"}},

@@ -20,6 +20,11 @@ func parseRewrite(ps *parser, p *Policy, _ Defaults) {
 	if !p.UseRegex {
 		return
 	}
+	// Report bad paths on the annotation that made them regular expressions.
+	reason := "rewrite-target"
+	if _, ok := ps.get("use-regex"); ok {
+		reason = "use-regex"
+	}
 	p.regexps = map[string]*regexp.Regexp{}
 	for _, rule := range ps.ing.Spec.Rules {
 		if rule.HTTP == nil {
@@ -31,7 +36,7 @@ func parseRewrite(ps *parser, p *Policy, _ Defaults) {
 			}
 			re, err := CompilePathRegex(path.Path)
 			if err != nil {
-				ps.invalid("use-regex", err, "this path matches no request")
+				ps.invalid(reason, err, "this path matches no request")
 			}
 			p.regexps[path.Path] = re
 		}
