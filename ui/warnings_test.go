@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,6 +50,14 @@ func TestListWarnings(t *testing.T) {
 // An API-server outage keeps the last warnings on the page, marked stale, and the poller retries.
 func TestWarningsSurviveAnOutage(t *testing.T) {
 	client := fake.NewClientset(event("a", "baregate", "baregate", corev1.EventTypeWarning, "PoolExhausted", fixtureTime))
+	// The fake's reactor chain is not safe to change while in use, so the outage is a switch.
+	var outage atomic.Bool
+	client.PrependReactor("list", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if outage.Load() {
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
+	})
 	cfg := DefaultConfig()
 	cfg.Address = "127.0.0.1:0"
 	cfg.WarningsInterval = 50 * time.Millisecond
@@ -59,9 +68,7 @@ func TestWarningsSurviveAnOutage(t *testing.T) {
 	runServer(t, s)
 	eventually(t, "warnings listed", func() bool { return len(s.warn.get().Items) == 1 })
 
-	client.PrependReactor("list", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New("connection refused")
-	})
+	outage.Store(true)
 	eventually(t, "the outage reported", func() bool { return s.warn.get().Error != "" })
 	w := s.warn.get()
 	if len(w.Items) != 1 || w.Updated == nil {
