@@ -342,3 +342,41 @@ func TestPoolStatus(t *testing.T) {
 		t.Errorf("pool bad: %+v (of %d)", byName["bad"], len(r.Pools))
 	}
 }
+
+// FuzzAllocateRequests feeds arbitrary annotations and spec.loadBalancerIP to Allocate beside a
+// well-behaved Service: nothing may panic, every address handed out must lie in a pool that admits
+// it, and the older, well-behaved Service keeps its address whatever its neighbour asks.
+func FuzzAllocateRequests(f *testing.F) {
+	f.Add("203.0.113.10", "", "a", "k", "")
+	f.Add("203.0.113.10,2001:db8:0:2::1", "", "", "", "")
+	f.Add("", "203.0.113.11", "b", "", "")
+	f.Add("", "", "nope", "k", "203.0.113.10")
+	f.Add("x,,y", "::", "", "", "not-an-ip")
+	pools := []*metallbv1beta1.IPAddressPool{
+		mkPool("a", []string{"203.0.113.10-203.0.113.12", "2001:db8:0:2::/126"}),
+		mkPool("b", []string{"203.0.113.20/32"}, noAuto, avoidBuggy),
+	}
+	f.Fuzz(func(t *testing.T, ips, lbIP, pool, share, status string) {
+		wild := mkSvc("ns", "wild", 1, withAnn(lbIPs, ips), withAnn(addrPool, pool), withAnn(sharedKey, share),
+			withLBIP(lbIP), withStatus(status), withFamilies(preferDual, fam4, fam6))
+		if ips == "" {
+			delete(wild.Annotations, lbIPs)
+		}
+		tame := mkSvc("ns", "tame", 0, withStatus("203.0.113.12"))
+		r := Allocate(snapshot(pools, []*corev1.Service{wild, tame}))
+		parsed, _ := ParsePools(pools)
+		for _, a := range r.Services {
+			for i, ip := range a.IPs {
+				if p := PoolFor(parsed, ip); p == nil || p.Name != a.Pools[i] {
+					t.Fatalf("%s got %s, outside its pool %q", a.Service, ip, a.Pools[i])
+				}
+			}
+			if a.Service.Name == "tame" && (len(a.IPs) != 1 || a.IPs[0] != addr("203.0.113.12")) {
+				t.Fatalf("tame lost its address: %+v", a)
+			}
+			if a.Service.Name == "wild" && slices.Contains(a.IPs, addr("203.0.113.12")) {
+				t.Fatalf("wild took tame's address: %+v", a)
+			}
+		}
+	})
+}
