@@ -392,6 +392,10 @@ func TestRestartCleansUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	go sleeper.Wait()
+	waitFor(t, "the leftover process inside its namespace", 10*time.Second, func(context.Context) (bool, error) {
+		out, err := exec.Command("ip", "netns", "pids", stray).Output()
+		return len(out) > 0, err
+	})
 
 	stop := startKubelet(t, nd)
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, echoPod("again", nd.name), metav1.CreateOptions{}); err != nil {

@@ -80,6 +80,17 @@ func TestCleanupRemovesOnlyPrefixed(t *testing.T) {
 	}
 	exited := make(chan struct{})
 	go func() { sleeper.Wait(); close(exited) }()
+	// Until ip has entered the namespace, nothing there is to be found.
+	for {
+		out, err := exec.Command("ip", "netns", "pids", victim).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	if err := Cleanup(prefix); err != nil {
 		t.Fatal(err)
