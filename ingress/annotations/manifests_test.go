@@ -94,7 +94,7 @@ func TestRealWorldManifests(t *testing.T) {
 	check("rewrite /something/new", p.Rewrite("/something/new", "/something(/|$)(.*)") == "/new")
 	check("rewrite /something", p.Rewrite("/something", "/something(/|$)(.*)") == "/")
 	p = pol["default/api"]
-	check("api rewrite", p.Rewrite("/api/users/1", "/api/(.*)") == "/users/1")
+	check("api rewrite", p.Rewrite("/api/users/1", "/api/(.*)") == "/users/1" && p.XForwardedPrefix == "/api")
 	check("api limits", p.ProxyBodySize == 50<<20 && p.ReadTimeout.Seconds() == 3600 && !p.SSLRedirect)
 	check("app-root", pol["default/approot"].AppRoot == "/app1")
 

@@ -158,6 +158,17 @@ func TestParse(t *testing.T) {
 			check:    func(t *testing.T, p *Policy) { eq(t, "size", p.ProxyBodySize, int64(2<<20)) }},
 		{name: "baregate spelling alone", ann: map[string]string{"baregate.io/proxy-read-timeout": "90s"},
 			check: func(t *testing.T, p *Policy) { eq(t, "read", p.ReadTimeout, 90*time.Second) }},
+		{name: "x-forwarded-prefix and upstream-vhost", ann: map[string]string{"x-forwarded-prefix": "/shop", "upstream-vhost": "internal.shop.svc:8080"},
+			check: func(t *testing.T, p *Policy) {
+				eq(t, "prefix", p.XForwardedPrefix, "/shop")
+				eq(t, "vhost", p.UpstreamVhost, "internal.shop.svc:8080")
+			}},
+		{name: "x-forwarded-prefix and upstream-vhost bad", ann: map[string]string{"x-forwarded-prefix": "shop", "upstream-vhost": "$host:99999"},
+			problems: []string{"InvalidAnnotation x-forwarded-prefix", "InvalidAnnotation upstream-vhost"},
+			check: func(t *testing.T, p *Policy) {
+				eq(t, "prefix", p.XForwardedPrefix, "")
+				eq(t, "vhost", p.UpstreamVhost, "")
+			}},
 		{name: "values are trimmed", ann: map[string]string{"enable-cors": "true\n", "cors-max-age": " 600 "},
 			check: func(t *testing.T, p *Policy) { eq(t, "max-age", p.CORS.MaxAge, 600) }},
 	}

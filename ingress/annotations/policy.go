@@ -18,6 +18,11 @@ type Policy struct {
 	// matches nothing.
 	UseRegex bool
 	regexps  map[string]*regexp.Regexp // by path as written
+	// XForwardedPrefix is sent upstream as X-Forwarded-Prefix, so that an app behind a rewrite can
+	// build its links. Invalid: not sent.
+	XForwardedPrefix string
+	// UpstreamVhost replaces the Host header sent upstream. Invalid: the client's Host is kept.
+	UpstreamVhost string
 
 	// SSLRedirect sends plain-HTTP requests for hosts with TLS to HTTPS with 308 (default true).
 	SSLRedirect bool
@@ -115,7 +120,7 @@ var supported = setOf(
 	"auth-signin", "auth-signin-redirect-param", "auth-response-headers", "auth-method", "auth-type",
 	"auth-secret", "auth-secret-type", "auth-realm", "limit-rps", "limit-rpm", "limit-connections",
 	"limit-burst-multiplier", "limit-whitelist", "limit-allowlist", "custom-http-errors", "default-backend",
-	"server-alias",
+	"server-alias", "x-forwarded-prefix", "upstream-vhost",
 )
 
 func setOf(names ...string) map[string]struct{} {

@@ -5,10 +5,31 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 func parseRewrite(ps *parser, p *Policy, _ Defaults) {
 	p.UseRegex = ps.boolOpt("use-regex", false)
+	if v, ok := ps.get("x-forwarded-prefix"); ok {
+		if err := CheckCookiePath(v); err != nil || strings.ContainsAny(v, " \t$") {
+			ps.invalid("x-forwarded-prefix", fmt.Errorf("%q is not a path", v), "no X-Forwarded-Prefix is sent")
+		} else {
+			p.XForwardedPrefix = v
+		}
+	}
+	if v, ok := ps.get("upstream-vhost"); ok {
+		host, port, hasPort := strings.Cut(v, ":")
+		errs := validation.IsDNS1123Subdomain(strings.ToLower(host))
+		if _, err := parseInt(port, 1, 65535); hasPort && err != nil {
+			errs = append(errs, "bad port")
+		}
+		if len(errs) > 0 {
+			ps.invalid("upstream-vhost", errFromList(v, errs), "the client's Host header is sent")
+		} else {
+			p.UpstreamVhost = v
+		}
+	}
 	if t, ok := ps.get("rewrite-target"); ok {
 		if err := checkRewriteTarget(t); err != nil {
 			ps.invalid("rewrite-target", err, "requests are passed on without rewriting")
