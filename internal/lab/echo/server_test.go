@@ -20,7 +20,7 @@ import (
 var testNames = Names{Pod: "echo-7d9f", Namespace: "demo", Ingress: "web", Service: "echo"}
 
 // start serves cfg on loopback until the test ends and returns its first TCP and UDP address.
-func start(t *testing.T, cfg Config) (tcp, udp string) {
+func start(t testing.TB, cfg Config) (tcp, udp string) {
 	t.Helper()
 	cfg.Host = "127.0.0.1"
 	if cfg.Ports == nil {
