@@ -84,15 +84,24 @@ func TestLeastInFlight(t *testing.T) {
 	fast := startBackend(t, "fast", false, okHandler)
 	h.apply(simple("", "web", slow.addr, fast.addr))
 	defer close(release)
-	// Park a request on the slow backend (while both are idle, either may get it).
+	// Park one request on the slow backend (while both are idle, either may get it), sending them one
+	// at a time so that no stray request is still on its way when counting starts.
 	for slow.hits.Load() < 1 {
+		done := make(chan struct{})
 		go func() {
-			resp, err := http.Get(h.httpURL + "/slow")
-			if err == nil {
+			defer close(done)
+			if resp, err := http.Get(h.httpURL + "/slow"); err == nil {
 				resp.Body.Close()
 			}
 		}()
-		time.Sleep(5 * time.Millisecond)
+		for slow.hits.Load() < 1 {
+			select {
+			case <-done:
+			case <-time.After(time.Millisecond):
+				continue
+			}
+			break
+		}
 	}
 	before := slow.hits.Load()
 	c := &http.Client{}
