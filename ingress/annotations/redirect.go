@@ -143,3 +143,21 @@ func expandCheck(tmpl string) (string, error) {
 	}
 	return Expand(tmpl, Vars{Scheme: "https", Host: "example.com", RequestURI: "/path?q=1"}), nil
 }
+
+// RedirectFor is the redirect, if any, that answers a request instead of proxying it, in nginx's
+// order: app-root for "/", then permanent-redirect / temporal-redirect, then the redirect to HTTPS
+// (for plain HTTP when the host has a certificate and ssl-redirect is on, or always with
+// force-ssl-redirect). path is the request's URL path; hostHasTLS says whether a certificate covers
+// the request's host. code is 0 when the request is to be proxied.
+func (p *Policy) RedirectFor(v Vars, path string, hostHasTLS bool) (location string, code int) {
+	if p.AppRoot != "" && path == "/" {
+		return v.Scheme + "://" + v.Host + p.AppRoot, http.StatusFound
+	}
+	if p.Redirect != nil {
+		return Expand(p.Redirect.URL, v), p.Redirect.Code
+	}
+	if v.Scheme == "http" && (p.ForceSSLRedirect || p.SSLRedirect && hostHasTLS) {
+		return "https://" + v.Host + v.RequestURI, http.StatusPermanentRedirect
+	}
+	return "", 0
+}
