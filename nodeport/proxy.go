@@ -68,7 +68,17 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting nftables: %w", err)
 	}
-	return newProxy(cfg, deps, nft, listKernelTables, localAddresses, deleteStaleUDP)
+	// Listing goes through one Interface per table, made once: each knftables.New runs nft to probe it.
+	listers := map[knftables.Family]knftables.Interface{}
+	for _, f := range families {
+		if listers[f.nft], err = knftables.New(f.nft, TableName); err != nil {
+			return nil, fmt.Errorf("starting nftables: %w", err)
+		}
+	}
+	list := func(ctx context.Context) (map[knftables.Family]existingObjects, error) {
+		return listKernelTables(ctx, listers)
+	}
+	return newProxy(cfg, deps, nft, list, localAddresses, deleteStaleUDP)
 }
 
 func newProxy(cfg Config, deps cluster.Deps, nft knftables.Interface,
@@ -280,14 +290,10 @@ func Cleanup(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func listKernelTables(ctx context.Context) (map[knftables.Family]existingObjects, error) {
+func listKernelTables(ctx context.Context, listers map[knftables.Family]knftables.Interface) (map[knftables.Family]existingObjects, error) {
 	out := map[knftables.Family]existingObjects{}
 	for _, f := range families {
-		nft, err := knftables.New(f.nft, TableName)
-		if err != nil {
-			return nil, err
-		}
-		all, err := nft.ListAll(ctx)
+		all, err := listers[f.nft].ListAll(ctx)
 		if err != nil {
 			if knftables.IsNotFound(err) {
 				continue
