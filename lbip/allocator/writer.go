@@ -320,7 +320,13 @@ func (a *Allocator) writePools(ctx context.Context, pools []PoolStatus) error {
 		}
 		_, err = a.dyn.Resource(PoolResource).Namespace(p.Object.Namespace).Patch(ctx, p.Name, types.MergePatchType, body,
 			metav1.PatchOptions{FieldManager: FieldManager}, "status")
-		if err != nil && !apierrors.IsNotFound(err) && !meta.IsNoMatchError(err) {
+		switch {
+		case err == nil, apierrors.IsNotFound(err), meta.IsNoMatchError(err):
+		case apierrors.IsForbidden(err):
+			// Pool status is informative only: a chart without that permission must not make the
+			// allocator look stuck (and fail /healthz) while Services get their addresses.
+			klog.FromContext(ctx).Error(err, "Not allowed to write IPAddressPool status", "pool", p.Name)
+		default:
 			errs = append(errs, fmt.Errorf("writing status of pool %s: %w", p.Name, err))
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
@@ -227,5 +228,55 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{}, cluster.Deps{}, nil); err == nil {
 		t.Error("New without a client succeeded")
+	}
+}
+
+func TestWritePools(t *testing.T) {
+	dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme())
+	patched := map[string]string{}
+	dyn.PrependReactor("patch", "ipaddresspools", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		p := act.(k8stesting.PatchAction)
+		if p.GetSubresource() != "status" {
+			t.Errorf("patch of %q, want the status subresource", p.GetSubresource())
+		}
+		patched[p.GetName()] = string(p.GetPatch())
+		gr := schema.GroupResource{Group: "metallb.io", Resource: "ipaddresspools"}
+		switch p.GetName() {
+		case "gone":
+			return true, nil, apierrors.NewNotFound(gr, "gone")
+		case "forbidden":
+			return true, nil, apierrors.NewForbidden(gr, "forbidden", errors.New("no RBAC"))
+		case "broken":
+			return true, nil, apierrors.NewInternalError(errors.New("etcd down"))
+		}
+		return true, nil, nil
+	})
+	a, err := New(Config{}, cluster.Deps{Client: fake.NewSimpleClientset(), Recorder: record.NewFakeRecorder(10)}, dyn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := metallbv1beta1.IPAddressPoolStatus{AssignedIPv4: 1, AvailableIPv4: 3}
+	ps := func(name string, cur metallbv1beta1.IPAddressPoolStatus, perr error) PoolStatus {
+		return PoolStatus{Name: name, Status: st, Err: perr, Object: &metallbv1beta1.IPAddressPool{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "metallb-system"}, Status: cur}}
+	}
+	err = a.writePools(context.Background(), []PoolStatus{
+		ps("fresh", metallbv1beta1.IPAddressPoolStatus{}, nil), ps("same", st, nil), ps("invalid", metallbv1beta1.IPAddressPoolStatus{}, errors.New("bad")),
+		ps("gone", metallbv1beta1.IPAddressPoolStatus{}, nil), ps("forbidden", metallbv1beta1.IPAddressPoolStatus{}, nil),
+	})
+	if err != nil {
+		t.Errorf("writePools: %v", err)
+	}
+	if want := `{"status":{"assignedIPv4":1,"assignedIPv6":0,"availableIPv4":3,"availableIPv6":0}}`; patched["fresh"] != want {
+		t.Errorf("patch %s, want %s", patched["fresh"], want)
+	}
+	if _, ok := patched["same"]; ok {
+		t.Error("a pool whose status is in step was written")
+	}
+	if _, ok := patched["invalid"]; ok {
+		t.Error("an invalid pool's status was written")
+	}
+	if err := a.writePools(context.Background(), []PoolStatus{ps("broken", metallbv1beta1.IPAddressPoolStatus{}, nil)}); err == nil {
+		t.Error("a server error was swallowed")
 	}
 }
