@@ -3,6 +3,7 @@
 package annotations
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -40,7 +41,7 @@ func Parse(ing *networkingv1.Ingress, secrets SecretGetter) (*Policy, []Problem)
 }
 
 // Parse turns the annotations of ing into a Policy. It never fails: each bad value is a Problem and
-// its option keeps the safe behaviour documented on the Policy field. Problems come sorted by key.
+// its option keeps the safe behaviour documented on the Policy field. Problems come sorted by key, each once.
 func (d Defaults) Parse(ing *networkingv1.Ingress, secrets SecretGetter) (*Policy, []Problem) {
 	ps := &parser{ing: ing, secrets: secrets}
 	p := &Policy{HSTS: d.HSTS}
@@ -48,8 +49,11 @@ func (d Defaults) Parse(ing *networkingv1.Ingress, secrets SecretGetter) (*Polic
 		f(ps, p, d)
 	}
 	ps.reportUnknown()
-	slices.SortStableFunc(ps.problems, func(a, b Problem) int { return strings.Compare(a.Annotation, b.Annotation) })
-	return p, ps.problems
+	// An option read twice (say, to pick which annotation a later Problem names) must not warn twice.
+	slices.SortFunc(ps.problems, func(a, b Problem) int {
+		return cmp.Or(strings.Compare(a.Annotation, b.Annotation), strings.Compare(a.Reason, b.Reason), strings.Compare(a.Message, b.Message))
+	})
+	return p, slices.Compact(ps.problems)
 }
 
 // parsers fill one group of Policy fields each; their order only matters for reading.
