@@ -47,7 +47,8 @@ type Claim struct {
 	// Interfaces names the interfaces allowed by the L2Advertisement; nil means SelectLinks' default.
 	Interfaces []string
 	// Probe asks to check that no other host answers for IP before claiming it. The caller skips it
-	// when taking the IP over from another gateway it saw announce it.
+	// when taking the IP over from another gateway it saw announce it; such a claim also overrides
+	// an earlier refusal.
 	Probe bool
 }
 
@@ -111,13 +112,15 @@ func (a *Announcer) Set(claims []Claim) ([]Conflict, error) {
 	a.mu.Lock()
 	for _, c := range claims {
 		if _, refused := a.refused[c.IP]; refused {
-			if now.Sub(a.refusedAt[c.IP]) < a.cfg.RetryConflict {
+			// A takeover from a gateway (no probe asked) overrides a refusal: the answer that
+			// caused it most likely came from that gateway before its MAC was known.
+			if c.Probe && now.Sub(a.refusedAt[c.IP]) < a.cfg.RetryConflict {
 				continue
 			}
-			// Time to look again whether the other host is gone.
 			delete(a.refused, c.IP)
 			delete(a.refusedAt, c.IP)
-			probe[c.IP] = true
+			// Time to look again whether the other host is gone.
+			probe[c.IP] = c.Probe
 		}
 		for _, name := range SelectLinks(links, c.IP, c.Interfaces, a.cfg.Allow) {
 			if want[name] == nil {

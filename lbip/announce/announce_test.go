@@ -136,7 +136,7 @@ func TestInterfaceFiltering(t *testing.T) {
 func TestProbeRefusesTakenIP(t *testing.T) {
 	l := nettest.New(t)
 	_, rogueMAC := l.Host("r", "br0", "eth0", "192.0.2.50/24", "2001:db8:0:1::50/64", vip4+"/32", vip6+"/128")
-	ns, _, a, m := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
+	ns, macA, a, m := gateway(t, l, "a", "br0", "192.0.2.11", "2001:db8:0:1::11", Config{})
 
 	conflicts := set(t, ns, a, claims(true, nil, vip4, vip6)...)
 	if len(conflicts) != 2 || conflicts[0].IP.String() != vip4 || conflicts[1].IP.String() != vip6 {
@@ -161,8 +161,15 @@ func TestProbeRefusesTakenIP(t *testing.T) {
 		t.Errorf("refused IP re-probed or announced early: conflicts %v, announced %v", c, a.Announced())
 	}
 
-	// The same answer from a MAC the gossip knows as a gateway is no conflict.
-	ns2, _, b, _ := gateway(t, l, "b", "br0", "192.0.2.12", "2001:db8:0:1::12", Config{IsPeer: func(mac net.HardwareAddr) bool { return bytes.Equal(mac, rogueMAC) }})
+	// A takeover from a gateway (no probe) overrides the refusal.
+	if c := set(t, ns, a, claims(false, nil, vip4)...); len(c) != 0 || len(a.Announced()) != 1 {
+		t.Errorf("takeover after a refusal: conflicts %v, announced %v; want %s announced", c, a.Announced(), vip4)
+	}
+
+	// The same answers from MACs the gossip knows as gateways' (the rogue's, and a's, which now
+	// announces the IPv4 VIP) are no conflict.
+	isPeer := func(mac net.HardwareAddr) bool { return bytes.Equal(mac, rogueMAC) || bytes.Equal(mac, macA) }
+	ns2, _, b, _ := gateway(t, l, "b", "br0", "192.0.2.12", "2001:db8:0:1::12", Config{IsPeer: isPeer})
 	if c := set(t, ns2, b, claims(true, nil, vip4, vip6)...); len(c) != 0 {
 		t.Errorf("answers from a peer gateway counted as conflicts: %v", c)
 	}
