@@ -441,3 +441,30 @@ func TestKeepAliveClosedByBackend(t *testing.T) {
 		time.Sleep(150 * time.Millisecond) // longer than the backend's idle timeout
 	}
 }
+
+// TestTruncatedResponse: a backend that dies mid-body cuts the client's response short too (never a
+// clean, shorter response), and the request is still counted.
+func TestTruncatedResponse(t *testing.T) {
+	h := newHarness(t)
+	be := startBackend(t, "cut", false, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly ten b")
+		brw.Flush()
+		conn.Close()
+	})
+	h.apply(simple("", "cut", be.addr))
+	// Headers still in the server's buffer die with the connection; either way the client must see
+	// an error, not a complete response.
+	resp, err := http.Get(h.httpURL + "/")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Error("a truncated response reached the client as complete")
+	}
+	waitFor(t, func() bool { r := h.ing.Routes(); return len(r) == 1 && r[0].Requests == 1 })
+}

@@ -42,7 +42,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rs, bs, pl := st.routes[rt.ID], st.backends[rt.Backend.ID], st.pools[rt.Backend.ID]
-	code, upstream, sent, received := h.forward(w, r, pl, bs)
+	code, upstream, sent, received, aborted := h.forward(w, r, pl, bs)
 	rs.codes[codeSlot(code)].Add(1)
 	rs.bytesOut.Add(uint64(sent))
 	rs.bytesIn.Add(uint64(received))
@@ -51,7 +51,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.opts.AccessLog {
 		p.opts.Logger.Info("Request", "client", r.RemoteAddr, "method", r.Method, "host", r.Host, "uri", r.RequestURI,
 			"proto", r.Proto, "status", code, "bytesSent", sent, "bytesReceived", received, "duration", elapsed,
-			"ingress", rt.Ingress.String(), "service", rt.Backend.Service.String(), "upstream", upstream)
+			"ingress", rt.Ingress.String(), "service", rt.Backend.Service.String(), "upstream", upstream, "aborted", aborted)
+	}
+	if aborted {
+		// The status is sent, so the only way left to tell the client the body is cut short is to
+		// abort its connection (or stream), as nginx does.
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -68,11 +73,11 @@ func (h *handler) plain(w http.ResponseWriter, code int, msg string) {
 // forward sends r to an endpoint of pl, retrying on other endpoints when that is safe, and copies the
 // response back. It returns the status sent to the client, the endpoint used and the body bytes sent
 // and received.
-func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *backendStats) (code int, upstream string, sent, received int64) {
+func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *backendStats) (code int, upstream string, sent, received int64, aborted bool) {
 	p := h.p
 	if len(pl.eps) == 0 {
 		h.plain(w, http.StatusServiceUnavailable, "the backend has no ready endpoints")
-		return http.StatusServiceUnavailable, "", 0, 0
+		return http.StatusServiceUnavailable, "", 0, 0, false
 	}
 	out := h.outgoing(r)
 	var body *countingBody
@@ -108,16 +113,16 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 			resp, err = transport.RoundTrip(out)
 		}
 		if err == nil {
-			code, sent = h.respond(w, r, resp, ep)
+			code, sent, aborted = h.respond(w, r, resp, ep)
 			ep.inflight.Add(-1)
 			if body != nil {
 				received = body.n
 			}
-			return code, ep.hostport, sent, received
+			return code, ep.hostport, sent, received, aborted
 		}
 		ep.inflight.Add(-1)
 		if r.Context().Err() != nil {
-			return statusClientClosed, ep.hostport, 0, 0
+			return statusClientClosed, ep.hostport, 0, 0, false
 		}
 		bs.upstreamErrors.Add(1)
 		var de *dialError
@@ -140,10 +145,10 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 		}
 		p.opts.Logger.V(2).Info("Upstream request failed", "upstream", ep.hostport, "err", err)
 		h.plain(w, code, "the backend endpoint failed")
-		return code, ep.hostport, 0, 0
+		return code, ep.hostport, 0, 0, false
 	}
 	h.plain(w, http.StatusBadGateway, "no backend endpoint could be reached")
-	return http.StatusBadGateway, "", 0, 0
+	return http.StatusBadGateway, "", 0, 0, false
 }
 
 func isTimeout(err error) bool {
@@ -221,9 +226,10 @@ func (h *handler) outgoing(r *http.Request) *http.Request {
 
 // respond copies a backend response to the client, streaming: a body of unknown length is flushed
 // as it arrives, and trailers (gRPC status) follow it.
-func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, ep *endpoint) (int, int64) {
+func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, ep *endpoint) (code int, sent int64, aborted bool) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return h.upgrade(w, r, resp)
+		code, sent = h.upgrade(w, r, resp)
+		return code, sent, false
 	}
 	defer resp.Body.Close()
 	dst := w.Header()
@@ -255,11 +261,10 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	stream := resp.ContentLength < 0 || resp.ProtoMajor == 2
 	n, err := copyBody(w, resp.Body, stream)
 	if err != nil {
-		// The status is sent; all that is left is to cut the client's response short, as nginx does.
 		if !errors.Is(err, context.Canceled) {
 			h.p.opts.Logger.V(2).Info("Copying the response body failed", "upstream", ep.hostport, "err", err)
 		}
-		panic(http.ErrAbortHandler)
+		return resp.StatusCode, n, true
 	}
 	// Trailers announced up front are set by name; others (HTTP/2 backends need not announce them)
 	// with the TrailerPrefix.
@@ -270,7 +275,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 			dst[http.TrailerPrefix+k] = v
 		}
 	}
-	return resp.StatusCode, n
+	return resp.StatusCode, n, false
 }
 
 // copyBody copies src to w with a pooled buffer, flushing after each read when stream is set.
