@@ -187,8 +187,12 @@ func (n network) addresses(ctx context.Context) error {
 func (n network) podBridge(ctx context.Context, i int) error {
 	ns := n.ns(NodeName(i))
 	gw4, gw6 := PodGateways(i)
+	// A bridge without its own MAC takes the lowest of its ports' and changes it as pod veths come and
+	// go, leaving the pods' cached neighbour entry for their gateway pointing nowhere: traffic from off
+	// the node then dies until something re-ARPs. A fixed MAC keeps the gateway where the pods think.
+	mac := fmt.Sprintf("02:42:c6:12:%02x:01", i)
 	for _, s := range [][]string{
-		{"link", "add", PodBridge, "type", "bridge"},
+		{"link", "add", PodBridge, "address", mac, "type", "bridge"},
 		{"addr", "add", gw4 + "/24", "dev", PodBridge},
 		{"addr", "add", gw6 + "/64", "dev", PodBridge, "nodad"},
 		{"link", "set", PodBridge, "up"},

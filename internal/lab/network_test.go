@@ -79,3 +79,39 @@ func TestNetworkConnectsHostsAndStaysInside(t *testing.T) {
 		t.Errorf("a client does not reach node1 after its cable was restored: %v\n%s", err, out)
 	}
 }
+
+// TestPodBridgeKeepsItsMAC: the pod bridge's MAC must not follow its ports, or pods' cached gateway
+// neighbour goes stale whenever another pod's veth comes or goes.
+func TestPodBridgeKeepsItsMAC(t *testing.T) {
+	t.Parallel()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "ip")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n := network{id: testLabID(t), nodes: 1}
+	t.Cleanup(func() { Cleanup(context.Background(), n.id) })
+	if err := n.up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ns := n.ns(NodeName(1))
+	mac := func() string {
+		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-br", "link", "show", PodBridge).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(string(out))[2]
+	}
+	before := mac()
+	// A port with a MAC lower than any a bridge would pick, as a new pod's veth may have.
+	for _, s := range [][]string{
+		{"link", "add", "vtest", "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "vtestp"},
+		{"link", "set", "vtest", "master", PodBridge, "up"},
+	} {
+		if err := ipCmd(ctx, ns, s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := mac(); after != before {
+		t.Errorf("the pod bridge's MAC changed from %s to %s when a port was added", before, after)
+	}
+}

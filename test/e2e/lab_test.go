@@ -196,20 +196,7 @@ func TestLabClientReachesNodeIPs(t *testing.T) {
 func TestLabDeletingAPodRemovesItsNamespaceAndProcess(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
-	f.Apply(ns, `
-apiVersion: v1
-kind: Pod
-metadata:
-  name: short
-  labels: {app: short}
-spec:
-  nodeName: node2
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: echo
-    image: echo
-    ports: [{containerPort: 3000}]
-`)
+	f.Apply(ns, echoPod("short", "node2"))
 	f.WaitPodsReady(ns, "app=short", 1)
 	netns := f.PodNetns(ns, "short")
 	pids, err := lab.NetnsPIDs(f.Ctx, netns)
@@ -327,4 +314,61 @@ func nodeIndex(t *testing.T, name string) int {
 func mustPodCIDR(t *testing.T, node string) string {
 	v4, _ := lab.PodCIDRs(nodeIndex(t, node))
 	return v4
+}
+
+// TestLabAPIOutageKeepsPodsServing stops the lab's API server: pods keep answering clients, and the
+// API server comes back with the lab's state.
+func TestLabAPIOutageKeepsPodsServing(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	f.Apply(ns, echoPod("steady", "node1"))
+	pod := f.WaitPodsReady(ns, "app=steady", 1)[0]
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, "3000") + "/"
+	diagnose := func() {
+		for _, c := range [][]string{{"client1", "ping", "-c1", "-W1", pod.Status.PodIP}, {"client1", "ping", "-c1", "-W1", "192.0.2.11"},
+			{"client1", "ip", "neigh"}, {"node1", "ip", "neigh"}, {"node1", "sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter"},
+			{"node1", "ip", "route"}, {"node1", "ping", "-c1", "-W1", pod.Status.PodIP}, {"node1", "ping", "-c1", "-W1", "192.0.2.101"}} {
+			o, err := f.Exec(c[0], c[1:]...)
+			t.Logf("%v: %v\n%s", c, err, o)
+		}
+		o, err := f.ExecPod(ns, "steady", "ping", "-c1", "-W1", "192.0.2.101")
+		t.Logf("pod ping client1: %v\n%s", err, o)
+	}
+	if out, err := f.ExecClient(1, "curl", "-sS", "--max-time", "5", url); err != nil || !strings.Contains(out, `"pod": "steady"`) {
+		diagnose()
+		t.Fatalf("client1 does not reach the pod even before the outage: %v\n%s", err, out)
+	}
+	f.StopAPIServer()
+	if _, err := f.Client().CoreV1().Pods(ns).Get(f.Ctx, "steady", metav1.GetOptions{}); err == nil {
+		t.Fatal("the API server still answers after StopAPIServer")
+	}
+	for range 3 {
+		if out, err := f.ExecClient(1, "curl", "-sS", "--max-time", "5", url); err != nil || !strings.Contains(out, `"pod": "steady"`) {
+			diagnose()
+			t.Fatalf("the pod stopped serving during the API outage: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
+	}
+	f.StartAPIServer()
+	if _, err := f.Client().CoreV1().Pods(ns).Get(f.Ctx, "steady", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the pod is gone after the API server came back: %v", err)
+	}
+}
+
+// echoPod is a manifest of a Pod on node running the echo program on port 3000, labelled app=<name>.
+func echoPod(name, node string) string {
+	return fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata:
+  name: %[1]s
+  labels: {app: %[1]s}
+spec:
+  nodeName: %[2]s
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: echo
+    image: echo
+    ports: [{containerPort: 3000}]
+`, name, node)
 }
