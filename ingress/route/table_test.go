@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fx "github.com/baregate/baregate/ingress/internal/fixture"
 	"github.com/baregate/baregate/internal/cluster"
@@ -341,3 +343,38 @@ func TestEndpointChoice(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestClassSelectionInputs: the table routes exactly the Ingresses the snapshot serves: ours by
+// ingressClassName or the legacy annotation, class-less ones only when our class is the default,
+// never another controller's.
+func TestClassSelectionInputs(t *testing.T) {
+	byName := fx.Ingress("by-name", 4, fx.Rule("by-name.example.com", fx.Path("Prefix", "/", fx.Backend("web", 80))))
+	legacy := fx.Ingress("legacy", 3, fx.Rule("legacy.example.com", fx.Path("Prefix", "/", fx.Backend("web", 80))), func(i *networkingv1.Ingress) {
+		i.Spec.IngressClassName = nil
+		i.Annotations = map[string]string{cluster.LegacyIngressClassAnnotation: fx.ClassName}
+	})
+	classless := fx.Ingress("classless", 2, fx.Rule("classless.example.com", fx.Path("Prefix", "/", fx.Backend("web", 80))), func(i *networkingv1.Ingress) {
+		i.Spec.IngressClassName = nil
+	})
+	foreign := fx.Ingress("foreign", 1, fx.Rule("foreign.example.com", fx.Path("Prefix", "/", fx.Backend("web", 80))), func(i *networkingv1.Ingress) {
+		i.Spec.IngressClassName = ptr("nginx")
+	})
+	for _, isDefault := range []bool{false, true} {
+		class := fx.Class()
+		if isDefault {
+			class.Annotations = map[string]string{cluster.DefaultIngressClassAnnotation: "true"}
+		}
+		snap := cluster.NewSnapshot(1, time.Unix(0, 0), cluster.Inputs{
+			Ingresses:      []*networkingv1.Ingress{byName, legacy, classless, foreign},
+			IngressClasses: []*networkingv1.IngressClass{class, {ObjectMeta: metav1.ObjectMeta{Name: "nginx"}, Spec: networkingv1.IngressClassSpec{Controller: "k8s.io/ingress-nginx"}}},
+			Services:       []*corev1.Service{fx.Service("web", 80)},
+		})
+		tbl, _ := Build(snap)
+		want := map[string]bool{"by-name.example.com": true, "legacy.example.com": true, "classless.example.com": isDefault, "foreign.example.com": false}
+		for host, routed := range want {
+			if got := tbl.Match(host, "/") != nil; got != routed {
+				t.Errorf("default=%v: %s routed=%v, want %v", isDefault, host, got, routed)
+			}
+		}
+	}
+}
