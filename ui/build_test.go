@@ -201,6 +201,22 @@ func TestBuildMapDeletedObjectsDisappear(t *testing.T) {
 	}
 }
 
+// The ingress route table keys hosts lower-cased; a rule written in capitals must still get its rates.
+func TestBuildMapMatchesRoutesCaseInsensitively(t *testing.T) {
+	in := fixtureInputs(t, fixtureOpts{webReplicas: 1})
+	shop := in.Ingresses[0].DeepCopy()
+	shop.Spec.Rules[0].Host = "Shop.Example.COM"
+	in.Ingresses[0] = shop
+	m := BuildMap(cluster.NewSnapshot(1, fixtureTime, in), fixtureLive())
+	e, ok := edgeSet(m)[`route:shop/shop:shop.example.com"/api" > svc:shop/api`]
+	if !ok || e.RequestRate == nil || *e.RequestRate != 10 {
+		t.Errorf("route of a capitalised host: %+v (found %v), want 10 req/s", e, ok)
+	}
+	if h := nodesByID(m)["host:shop.example.com"]; !strings.HasPrefix(h.Sub, "HTTPS · valid until") {
+		t.Errorf("capitalised host lost its TLS certificate: %+v", h)
+	}
+}
+
 func TestBuildMapIPOwnerStates(t *testing.T) {
 	snap := fixtureSnapshot(t, 1, fixtureOpts{webReplicas: 1})
 	for _, tc := range []struct {

@@ -62,7 +62,8 @@ func addIngresses(g *graph, snap *cluster.Snapshot, live Live, svcHealth map[typ
 				if p.PathType != nil {
 					pt = string(*p.PathType)
 				}
-				addRoute(rule.Host, p.Path, pt, &p.Backend)
+				// Lower-cased, as the ingress route table keys hosts, so that live counters match.
+				addRoute(strings.ToLower(rule.Host), p.Path, pt, &p.Backend)
 			}
 		}
 	}
@@ -120,7 +121,7 @@ func hostEntry(hosts map[string]*hostInfo, snap *cluster.Snapshot, ing *networki
 		return h
 	}
 	for _, tls := range ing.Spec.TLS {
-		if !slices.Contains(tls.Hosts, host) {
+		if !slices.ContainsFunc(tls.Hosts, func(h string) bool { return strings.EqualFold(h, host) }) {
 			continue
 		}
 		h.row.TLS = true
@@ -194,7 +195,7 @@ func routeNode(g *graph, snap *cluster.Snapshot, live Live, ing *networkingv1.In
 		n.Fields = append(n.Fields, Field{"Ready endpoints (route table)", fmt.Sprint(r.Endpoints)},
 			Field{"Requests since start", fmt.Sprint(r.Requests)}, Field{"5xx since start", fmt.Sprint(r.Errors)})
 	} else if live.Routes != nil {
-		n.Fields = append(n.Fields, Field{"Route table", "not loaded on this gateway"})
+		n.Fields = append(n.Fields, Field{"Route table", "not in force on this gateway (see the Ingress's warnings)"})
 	}
 	if r, ok := live.Rates[rk]; ok {
 		e.RequestRate, e.ErrorRate = &r.Requests, &r.Errors
