@@ -79,14 +79,17 @@ func CheckCookieName(v string) error {
 	return nil
 }
 
-// CheckCookiePath accepts a cookie path: starts with "/", no control characters or ";".
+// CheckCookiePath accepts a URL path (RFC 3986 path characters, starting with "/"). RFC 6265 would
+// allow more, but browsers and Go's own cookie parser drop paths with quotes or spaces.
 func CheckCookiePath(v string) error {
 	if !strings.HasPrefix(v, "/") {
-		return fmt.Errorf("cookie path %q does not start with /", v)
+		return fmt.Errorf("path %q does not start with /", v)
 	}
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 || c == 0x7f || c == ';' {
-			return fmt.Errorf("cookie path %q contains %q", v, c)
+		c := v[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("/-._~!$&'()*+,=:@%", c) >= 0
+		if !ok {
+			return fmt.Errorf("path %q contains %q", v, c)
 		}
 	}
 	return nil

@@ -72,7 +72,7 @@ func (a *ForwardAuth) SigninURL(v Vars) string {
 		return ""
 	}
 	s := Expand(a.Signin, v)
-	if strings.Contains(a.Signin, a.RedirectParam+"=") {
+	if strings.Contains(a.Signin, "?"+a.RedirectParam+"=") || strings.Contains(a.Signin, "&"+a.RedirectParam+"=") {
 		return s
 	}
 	sep := "?"

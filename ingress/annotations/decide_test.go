@@ -214,6 +214,7 @@ func TestForwardAuthURLs(t *testing.T) {
 		{"https://$host/oauth2/start?rd=$escaped_request_uri", "rd", "https://shop.example.com/oauth2/start?rd=%2Fcart%3Fid%3D7%26x%3Da+b"},
 		{"https://login.example/start", "rd", "https://login.example/start?rd=https%3A%2F%2Fshop.example.com%2Fcart%3Fid%3D7%26x%3Da+b"},
 		{"https://login.example/start?app=shop", "next", "https://login.example/start?app=shop&next=https%3A%2F%2Fshop.example.com%2Fcart%3Fid%3D7%26x%3Da+b"},
+		{"https://login.example/start?ford=1", "rd", "https://login.example/start?ford=1&rd=https%3A%2F%2Fshop.example.com%2Fcart%3Fid%3D7%26x%3Da+b"},
 		{"", "rd", ""},
 	} {
 		a := &ForwardAuth{Signin: c.signin, RedirectParam: c.param}
