@@ -79,9 +79,9 @@ type Proxy struct {
 	// mu guards the registries below, which Swap updates and scrapes read.
 	mu           sync.Mutex
 	endpoints    map[netip.AddrPort]*endpoint
-	rotations    map[string]*atomic.Uint64 // round-robin counters by backend key
-	routeStats   map[string]*routeStats
-	backendStats map[string]*backendStats
+	rotations    map[route.BackendKey]*atomic.Uint64 // round-robin counters
+	routeStats   map[route.RouteKey]*routeStats
+	backendStats map[route.BackendKey]*backendStats
 }
 
 // state is what one request needs, published atomically: a table and the live objects its routes
@@ -107,9 +107,9 @@ func New(opts Options, reg prometheus.Registerer) (*Proxy, error) {
 		h2c:          newTransport(opts, true),
 		dialer:       &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second},
 		endpoints:    map[netip.AddrPort]*endpoint{},
-		rotations:    map[string]*atomic.Uint64{},
-		routeStats:   map[string]*routeStats{},
-		backendStats: map[string]*backendStats{},
+		rotations:    map[route.BackendKey]*atomic.Uint64{},
+		routeStats:   map[route.RouteKey]*routeStats{},
+		backendStats: map[route.BackendKey]*backendStats{},
 	}
 	p.metrics = newMetrics(p)
 	if reg != nil {
@@ -127,7 +127,7 @@ func (p *Proxy) Swap(t *route.Table) {
 	defer p.mu.Unlock()
 	st := &state{table: t, pools: make([]*pool, len(t.Backends)), backends: make([]*backendStats, len(t.Backends)), routes: make([]*routeStats, len(t.Routes))}
 	liveEPs := make(map[netip.AddrPort]bool, len(p.endpoints))
-	liveBackends := make(map[string]bool, len(t.Backends))
+	liveBackends := make(map[route.BackendKey]bool, len(t.Backends))
 	for i, b := range t.Backends {
 		key := b.Key()
 		liveBackends[key] = true
@@ -153,7 +153,7 @@ func (p *Proxy) Swap(t *route.Table) {
 		}
 		st.pools[i], st.backends[i] = pl, bs
 	}
-	liveRoutes := make(map[string]bool, len(t.Routes))
+	liveRoutes := make(map[route.RouteKey]bool, len(t.Routes))
 	for i, r := range t.Routes {
 		key := r.Key()
 		liveRoutes[key] = true

@@ -56,7 +56,7 @@ func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
 		snap:      snap,
 		b:         b,
 		t:         &Table{exact: map[string]*hostRoutes{}, wildcard: map[string]*hostRoutes{}, Certs: &Certs{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}},
-		backends:  map[backendKey]*Backend{},
+		backends:  map[BackendKey]*Backend{},
 		certOwner: map[string]types.NamespacedName{},
 		usedCerts: map[types.NamespacedName]bool{},
 	}
@@ -78,7 +78,7 @@ type buildState struct {
 	snap      *cluster.Snapshot
 	b         *Builder
 	t         *Table
-	backends  map[backendKey]*Backend
+	backends  map[BackendKey]*Backend
 	certOwner map[string]types.NamespacedName // certificate name -> Secret serving it
 	usedCerts map[types.NamespacedName]bool
 	problems  []Problem
@@ -202,7 +202,7 @@ func (s *buildState) backend(ing *networkingv1.Ingress, ib networkingv1.IngressB
 	if ib.Service.Port.Name == "" {
 		be.Port = strconv.Itoa(int(ib.Service.Port.Number))
 	}
-	if shared := s.backends[backendKey{be.Service, be.Port}]; shared != nil {
+	if shared := s.backends[be.Key()]; shared != nil {
 		if len(shared.Endpoints) == 0 {
 			s.explainEmpty(ing, shared)
 		}
@@ -212,14 +212,8 @@ func (s *buildState) backend(ing *networkingv1.Ingress, ib networkingv1.IngressB
 	return s.sharedBackend(be)
 }
 
-// backendKey is Backend.Key without building a string on every lookup.
-type backendKey struct {
-	svc  types.NamespacedName
-	port string
-}
-
 func (s *buildState) sharedBackend(be *Backend) *Backend {
-	k := backendKey{be.Service, be.Port}
+	k := be.Key()
 	if shared := s.backends[k]; shared != nil {
 		return shared
 	}

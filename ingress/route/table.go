@@ -62,13 +62,23 @@ type Backend struct {
 	Ready int
 }
 
-// Key identifies a backend across tables, so that balancing state survives endpoint changes.
-func (b *Backend) Key() string { return b.Service.String() + ":" + b.Port }
-
-// Key identifies a route across tables, for counters that must survive table swaps.
-func (r *Route) Key() string {
-	return r.Host + " " + r.PathType + " " + r.Path + " " + r.Ingress.String()
+// BackendKey identifies a backend across tables, so that balancing state survives endpoint changes.
+type BackendKey struct {
+	Service types.NamespacedName
+	Port    string
 }
+
+// Key returns the backend's identity across tables.
+func (b *Backend) Key() BackendKey { return BackendKey{b.Service, b.Port} }
+
+// RouteKey identifies a route across tables, for counters that must survive table swaps.
+type RouteKey struct {
+	Host, PathType, Path string
+	Ingress              types.NamespacedName
+}
+
+// Key returns the route's identity across tables.
+func (r *Route) Key() RouteKey { return RouteKey{r.Host, r.PathType, r.Path, r.Ingress} }
 
 type hostRoutes struct {
 	exact  map[string]*Route
