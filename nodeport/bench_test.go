@@ -17,12 +17,17 @@ import (
 	"github.com/baregate/baregate/internal/testutil"
 )
 
-// scaleWorld has n NodePort Services with 10 endpoints each, spread over the two nodes.
+// scaleWorld has n Services (the first 2,700 NodePort ones) with 10 endpoints each, spread over the
+// two nodes.
 func scaleWorld(n int) *world {
 	w := &world{}
 	for i := range n {
 		name := fmt.Sprintf("s%05d", i)
-		w.services = append(w.services, svc(name, fmt.Sprintf("198.19.%d.%d", i/250, i%250+1), nodePort(int32(30000+i%2700))))
+		s := svc(name, fmt.Sprintf("198.19.%d.%d", i/250, i%250+1))
+		if i < 2700 { // the NodePort range holds 2768 ports
+			nodePort(int32(30000 + i))(s)
+		}
+		w.services = append(w.services, s)
 		var eps []discoveryv1.Endpoint
 		for j := range 10 {
 			node := nodeA
