@@ -355,7 +355,8 @@ func TestLabAPIOutageKeepsPodsServing(t *testing.T) {
 	}
 }
 
-// echoPod is a manifest of a Pod on node running the echo program on port 3000, labelled app=<name>.
+// echoPod is a manifest of a Pod on node running the echo program on port 3000, labelled app=<name>,
+// Ready once it answers.
 func echoPod(name, node string) string {
 	return fmt.Sprintf(`
 apiVersion: v1
@@ -370,5 +371,8 @@ spec:
   - name: echo
     image: echo
     ports: [{containerPort: 3000}]
+    readinessProbe:
+      httpGet: {path: /health, port: 3000}
+      periodSeconds: 1
 `, name, node)
 }
