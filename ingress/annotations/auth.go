@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -191,3 +192,24 @@ func (a *BasicAuth) Check(h http.Header) (user string, ok bool) {
 
 // Users is the number of users that can log in.
 func (a *BasicAuth) Users() int { return len(a.users) }
+
+// SecretRefs are the Secrets the annotations of ing read (the basic-auth Secret), so that the cluster
+// snapshot can include them next to the TLS Secrets. A reference into another namespace is left out:
+// Parse refuses it anyway, and the gateway should not watch it on the Ingress author's behalf.
+func SecretRefs(ing *networkingv1.Ingress) []types.NamespacedName {
+	ps := &parser{ing: ing}
+	if t, _ := ps.get("auth-type"); t != "basic" {
+		return nil
+	}
+	name, ok := ps.get("auth-secret")
+	if !ok || name == "" {
+		return nil
+	}
+	if ns, n, ok := strings.Cut(name, "/"); ok {
+		if ns != ing.Namespace || n == "" {
+			return nil
+		}
+		name = n
+	}
+	return []types.NamespacedName{{Namespace: ing.Namespace, Name: name}}
+}

@@ -3,12 +3,14 @@ package annotations
 import (
 	"encoding/base64"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // TestMD5Crypt checks against hashes made by OpenSSL (openssl passwd -apr1 / -1), an independent
@@ -149,5 +151,25 @@ func TestBasicAuth(t *testing.T) {
 	p, _ := Parse(ingress(map[string]string{"auth-type": "basic", "auth-secret": "basic-auth"}, "/"), nil)
 	if p.Denied == "" {
 		t.Errorf("no SecretGetter must deny, not open")
+	}
+}
+
+func TestSecretRefs(t *testing.T) {
+	for _, c := range []struct {
+		ann  map[string]string
+		want []types.NamespacedName
+	}{
+		{map[string]string{"auth-type": "basic", "auth-secret": "basic-auth"}, []types.NamespacedName{{Namespace: "shop", Name: "basic-auth"}}},
+		{map[string]string{"auth-type": "basic", "auth-secret": "shop/users"}, []types.NamespacedName{{Namespace: "shop", Name: "users"}}},
+		{map[string]string{"baregate.io/auth-type": "basic", "baregate.io/auth-secret": "x"}, []types.NamespacedName{{Namespace: "shop", Name: "x"}}},
+		{map[string]string{"auth-type": "basic", "auth-secret": "other/users"}, nil},
+		{map[string]string{"auth-type": "basic", "auth-secret": "shop/"}, nil},
+		{map[string]string{"auth-type": "basic"}, nil},
+		{map[string]string{"auth-secret": "basic-auth"}, nil},
+		{nil, nil},
+	} {
+		if got := SecretRefs(ingress(c.ann, "/")); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("SecretRefs(%v) = %v, want %v", c.ann, got, c.want)
+		}
 	}
 }
