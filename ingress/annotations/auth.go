@@ -138,7 +138,7 @@ func (ps *parser) basicAuth() (*BasicAuth, error) {
 		sec = ps.secrets(a.Secret)
 	}
 	if sec == nil {
-		return nil, fmt.Errorf("Secret %s not found", a.Secret)
+		return nil, fmt.Errorf("secret %s not found", a.Secret)
 	}
 	kind := "auth-file"
 	if v, ok := ps.get("auth-secret-type"); ok {
@@ -151,7 +151,7 @@ func (ps *parser) basicAuth() (*BasicAuth, error) {
 	if kind == "auth-file" {
 		file, ok := sec.Data["auth"]
 		if !ok {
-			return nil, fmt.Errorf("Secret %s has no key \"auth\"", a.Secret)
+			return nil, fmt.Errorf("secret %s has no key \"auth\"", a.Secret)
 		}
 		a.users, bad = ParseHtpasswd(string(file))
 	} else {
@@ -168,7 +168,7 @@ func (ps *parser) basicAuth() (*BasicAuth, error) {
 		ps.problem("auth-secret", "InvalidHtpasswd", "Secret %s: %s; that user cannot log in", a.Secret, b)
 	}
 	if len(a.users) == 0 {
-		return nil, fmt.Errorf("Secret %s has no usable users", a.Secret)
+		return nil, fmt.Errorf("secret %s has no usable users", a.Secret)
 	}
 	return a, nil
 }

@@ -361,7 +361,7 @@ func (b *Builder) parse(sec *corev1.Secret) (*tls.Certificate, error) {
 func parseTLSSecret(sec *corev1.Secret) (*tls.Certificate, error) {
 	crt, key := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
 	if len(crt) == 0 || len(key) == 0 {
-		return nil, fmt.Errorf("Secret of type %q has no %s and %s", sec.Type, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+		return nil, fmt.Errorf("secret of type %q has no %s and %s", sec.Type, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
 	}
 	cert, err := tls.X509KeyPair(crt, key)
 	if err != nil {

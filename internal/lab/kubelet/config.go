@@ -59,7 +59,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Client == nil {
-		errs = append(errs, errors.New("Client is required"))
+		errs = append(errs, errors.New("the API client is required"))
 	}
 	if len(c.PodCIDRs) == 0 || len(c.PodCIDRs) > 2 {
 		errs = append(errs, fmt.Errorf("want one or two pod CIDRs (IPv4 and IPv6), got %d", len(c.PodCIDRs)))
