@@ -144,12 +144,15 @@ func in(t testing.TB, ns netns.NsHandle, fn func()) {
 func (l *lab) serve() {
 	for i, ns := range l.backendNS {
 		name := fmt.Sprintf("b%d", i+1)
-		var tl net.Listener
+		var tl, el net.Listener
 		var ul net.PacketConn
 		in(l.t, ns, func() {
 			var err error
 			if tl, err = net.Listen("tcp4", ":8080"); err == nil {
 				ul, err = net.ListenPacket("udp4", ":5353")
+			}
+			if err == nil {
+				el, err = net.Listen("tcp4", ":8081")
 			}
 			if err != nil {
 				l.t.Errorf("listening in %s: %v", name, err)
@@ -158,7 +161,23 @@ func (l *lab) serve() {
 		if l.t.Failed() {
 			l.t.FailNow()
 		}
-		l.t.Cleanup(func() { tl.Close(); ul.Close() })
+		l.t.Cleanup(func() { tl.Close(); ul.Close(); el.Close() })
+		// 8081 answers every line with the backend's name and keeps the connection open.
+		go func() {
+			for {
+				c, err := el.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					sc := bufio.NewScanner(c)
+					for sc.Scan() {
+						fmt.Fprintf(c, "%s\n", name)
+					}
+				}()
+			}
+		}()
 		go func() {
 			for {
 				c, err := tl.Accept()
@@ -239,7 +258,10 @@ func kernelWorld() *world {
 	timeout := int32(600)
 	return &world{
 		services: []*corev1.Service{
-			svc("web", "198.19.0.10", nodePort(30080), loadBalancer("203.0.113.10"), func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"198.51.100.10"} }),
+			svc("web", "198.19.0.10", nodePort(30080), loadBalancer("203.0.113.10"), func(s *corev1.Service) {
+				s.Spec.ExternalIPs = []string{"198.51.100.10"}
+				s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "echo", Port: 81, Protocol: corev1.ProtocolTCP})
+			}),
 			svc("local", "198.19.0.11", nodePort(30081), etpLocal(0)),
 			svc("sticky", "198.19.0.12", func(s *corev1.Service) {
 				s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
@@ -252,7 +274,8 @@ func kernelWorld() *world {
 			}),
 		},
 		slices: []*discoveryv1.EndpointSlice{
-			slice("web", "web", nil, ep("198.18.1.10", nodeA), ep("198.18.1.11", nodeA)),
+			slice("web", "web", []discoveryv1.EndpointPort{port("http", corev1.ProtocolTCP, 8080), port("echo", corev1.ProtocolTCP, 8081)},
+				ep("198.18.1.10", nodeA), ep("198.18.1.11", nodeA)),
 			slice("local", "local", nil, ep("198.18.1.10", nodeA)),
 			slice("sticky", "sticky", nil, ep("198.18.1.10", nodeA), ep("198.18.1.11", nodeA)),
 			// The endpoint is reachable, but the slice says it lives on node-b.
@@ -396,5 +419,38 @@ func TestKernelUDPConntrackCleanup(t *testing.T) {
 	l.sync(ctx, p, w)
 	if got := ask(); got == first {
 		t.Errorf("the UDP flow still reaches %s after its endpoint was removed", got)
+	}
+}
+
+// TestKernelRestartKeepsConnections checks that a new Proxy's first (full) sync over the rules a
+// previous one left keeps established connections: the rules are rewritten, conntrack keeps the NAT.
+func TestKernelRestartKeepsConnections(t *testing.T) {
+	l, _, w := start(t)
+	ctx := context.Background()
+	var c net.Conn
+	var err error
+	in(t, l.clientNS, func() { c, err = net.DialTimeout("tcp4", "198.19.0.10:81", 2*time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	ask := func() string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintln(c, "q"); err != nil {
+			t.Fatal(err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("established connection broke: %v", err)
+		}
+		return strings.TrimSpace(line)
+	}
+	before := ask()
+	restarted := l.proxy()
+	l.sync(ctx, restarted, w)
+	if after := ask(); after != before {
+		t.Errorf("connection moved from %s to %s across the restart", before, after)
 	}
 }
