@@ -41,6 +41,10 @@ func Cleanup(ctx context.Context, id string) error {
 	}
 	for _, ns := range names {
 		if err := ipCmd(ctx, "", "netns", "delete", ns); err != nil {
+			// A dying lab's kubelet may remove its pods' namespaces while we list and delete.
+			if _, statErr := os.Stat("/run/netns/" + ns); errors.Is(statErr, os.ErrNotExist) {
+				continue
+			}
 			errs = append(errs, err)
 		}
 	}
