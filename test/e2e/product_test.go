@@ -1,0 +1,390 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/baregate/baregate/internal/lab"
+	"github.com/baregate/baregate/internal/lab/echo"
+	"github.com/baregate/baregate/test/e2e/framework"
+)
+
+// announcedByAnnotation is lbip's annotation naming the node that answers ARP for a Service's IP.
+const announcedByAnnotation = "baregate.io/announced-by"
+
+// TestLoadBalancerIPReachableThroughARP: a LoadBalancer Service gets an IP from its pool, the client
+// reaches the pods on it, and the client learnt the IP's MAC from the node the Service names.
+func TestLoadBalancerIPReachableThroughARP(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	pool := addPool(t, f, ns, "203.0.113.200-203.0.113.201")
+	f.Apply(ns, echoApp(3, "")+lbService("echo", pool, "Cluster"))
+	pods := podNames(f.WaitPodsReady(ns, "app=echo", 3))
+	f.WaitReadyEndpoints(ns, "echo", 3)
+	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.200", "203.0.113.201")
+	node := waitAnnouncedBy(t, f, ns, "echo")
+
+	r := curlEcho(t, f, "http://"+net.JoinHostPort(ip, "80")+"/arp")
+	if r.Service != "echo" || r.Namespace != ns || !slices.Contains(pods, r.Pod) || r.Path != "/arp" {
+		t.Errorf("the LB IP %s answered %+v; want service echo in %s from one of %v", ip, r, ns, pods)
+	}
+	mac := nodeMAC(t, f, node)
+	out, err := f.ExecClient(1, "ip", "neigh", "show", ip, "dev", "eth0")
+	if err != nil || !strings.Contains(strings.ToLower(out), mac) {
+		t.Errorf("client1's neighbour entry for %s is %q (%v); want the MAC %s of %s, the announcing node", ip, out, err, mac, node)
+	}
+}
+
+// TestNodePortOnEveryNode: the client reaches a NodePort Service on every node's LAN IP.
+func TestNodePortOnEveryNode(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	f.Apply(ns, echoApp(2, "")+`
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+`)
+	pods := podNames(f.WaitPodsReady(ns, "app=echo", 2))
+	f.WaitReadyEndpoints(ns, "echo", 2)
+	svc, err := f.Client().CoreV1().Services(ns).Get(f.Ctx, "echo", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := svc.Spec.Ports[0].NodePort
+	if port == 0 {
+		t.Fatalf("Service echo has no node port: %+v", svc.Spec.Ports)
+	}
+	for i := 1; i <= 2; i++ {
+		v4, _ := lab.NodeIPs(i)
+		r := curlEcho(t, f, "http://"+net.JoinHostPort(v4, strconv.Itoa(int(port)))+"/np")
+		if r.Service != "echo" || r.Namespace != ns || !slices.Contains(pods, r.Pod) {
+			t.Errorf("node%d's node port %s:%d answered %+v; want service echo from one of %v", i, v4, port, r, pods)
+		}
+	}
+}
+
+// TestClusterIPFromPod: a pod reaches a ClusterIP Service, and through it backends on both nodes.
+func TestClusterIPFromPod(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	f.Apply(ns, echoPod("probe", "node1"))
+	for i := 1; i <= 2; i++ {
+		f.Apply(ns, strings.Replace(echoPod(fmt.Sprintf("backend%d", i), lab.NodeName(i)), "labels: {app: backend"+strconv.Itoa(i)+"}", "labels: {app: backend}", 1))
+	}
+	f.Apply(ns, `
+apiVersion: v1
+kind: Service
+metadata:
+  name: backend
+spec:
+  selector: {app: backend}
+  ports:
+  - {name: http, port: 8080, targetPort: 3000}
+`)
+	f.WaitPodsReady(ns, "app=probe", 1)
+	f.WaitPodsReady(ns, "app=backend", 2)
+	f.WaitReadyEndpoints(ns, "backend", 2)
+	svc, err := f.Client().CoreV1().Services(ns).Get(f.Ctx, "backend", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, "8080") + "/hostname"
+	seen := map[string]bool{}
+	f.WaitFor(time.Minute, "the probe pod to reach both backends through ClusterIP "+svc.Spec.ClusterIP, func(ctx context.Context) (bool, error) {
+		out, err := f.ExecPod(ns, "probe", "curl", "-sS", "--max-time", "3", url)
+		if err != nil {
+			return false, err
+		}
+		got := strings.TrimSpace(out)
+		if got != "backend1" && got != "backend2" {
+			return false, fmt.Errorf("%s answered %q, not a backend's name", url, got)
+		}
+		seen[got] = true
+		return len(seen) == 2, nil
+	})
+}
+
+// TestIngressHostThroughLBIP: an Ingress of a baregate IngressClass is served on the LoadBalancer IP of
+// a Service selecting the gateways; an unknown host gets no backend.
+func TestIngressHostThroughLBIP(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	pool := addPool(t, f, ns, "203.0.113.202-203.0.113.203")
+	class := ns + "-class"
+	f.Apply(ns, fmt.Sprintf(`
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: %s
+spec:
+  controller: baregate.io/ingress
+`, class))
+	t.Cleanup(func() {
+		_ = f.Client().NetworkingV1().IngressClasses().Delete(context.Background(), class, metav1.DeleteOptions{})
+	})
+	gwSvc := ns + "-ingress"
+	f.Apply(lab.GatewayNamespace, fmt.Sprintf(`
+apiVersion: v1
+kind: Service
+metadata:
+  name: %s
+  annotations: {metallb.io/address-pool: %s}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector:
+    app.kubernetes.io/name: baregate
+  ports:
+  - {name: http, port: 80, targetPort: 80}
+`, gwSvc, pool))
+	t.Cleanup(func() {
+		_ = f.Client().CoreV1().Services(lab.GatewayNamespace).Delete(context.Background(), gwSvc, metav1.DeleteOptions{})
+	})
+	f.Apply(ns, echoApp(2, "web")+`
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+spec:
+  ingressClassName: `+class+`
+  rules:
+  - host: e2e.example
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: echo
+            port: {name: http}
+`)
+	pods := podNames(f.WaitPodsReady(ns, "app=echo", 2))
+	f.WaitReadyEndpoints(ns, "echo", 2)
+	ip := waitServiceIP(t, f, lab.GatewayNamespace, gwSvc, "203.0.113.202", "203.0.113.203")
+
+	r := curlEcho(t, f, "--resolve", "e2e.example:80:"+ip, "http://e2e.example/some/path")
+	if r.Host != "e2e.example" || r.Path != "/some/path" || r.Service != "echo" || r.Ingress != "web" || r.Namespace != ns || !slices.Contains(pods, r.Pod) {
+		t.Errorf("http://e2e.example/some/path through %s answered %+v; want host e2e.example from one of %v", ip, r, pods)
+	}
+	out, err := f.ExecClient(1, "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
+		"--resolve", "other.example:80:"+ip, "http://other.example/")
+	if err != nil || strings.TrimSpace(out) != "404" {
+		t.Errorf("a host no Ingress names, through %s: status %q (%v); want 404", ip, out, err)
+	}
+}
+
+// TestExternalTrafficPolicyLocalKeepsClientIP: with externalTrafficPolicy Local the IP is announced
+// by the node of the only pod, and the pod sees the client's own address.
+func TestExternalTrafficPolicyLocalKeepsClientIP(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	pool := addPool(t, f, ns, "203.0.113.204-203.0.113.205")
+	f.Apply(ns, echoApp(1, "")+lbService("echo", pool, "Local"))
+	pod := f.WaitPodsReady(ns, "app=echo", 1)[0]
+	f.WaitReadyEndpoints(ns, "echo", 1)
+	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.204", "203.0.113.205")
+	f.WaitFor(time.Minute, "Service echo to be announced by "+pod.Spec.NodeName, func(ctx context.Context) (bool, error) {
+		svc, err := f.Client().CoreV1().Services(ns).Get(ctx, "echo", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		got := svc.Annotations[announcedByAnnotation]
+		return got == pod.Spec.NodeName, fmt.Errorf("announced by %q", got)
+	})
+	client, _ := lab.ClientIPs(1)
+	url := "http://" + net.JoinHostPort(ip, "80") + "/clientip"
+	var out string
+	f.WaitFor(time.Minute, "the pod to answer on "+url, func(ctx context.Context) (bool, error) {
+		var err error
+		out, err = f.ExecClient(1, "curl", "-sS", "--max-time", "3", url)
+		return err == nil, err
+	})
+	host, _, err := net.SplitHostPort(strings.TrimSpace(out))
+	if err != nil || host != client {
+		t.Errorf("the pod saw the request from %q; want client1's address %s", out, client)
+	}
+}
+
+// addPool adds an IPAddressPool that Services must ask for by name, and an L2Advertisement of it,
+// both removed when the test ends; it returns the pool's name.
+func addPool(t testing.TB, f *framework.T, ns, addresses string) string {
+	name := ns + "-pool"
+	f.Apply(lab.GatewayNamespace, fmt.Sprintf(`
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: %[1]s
+spec:
+  addresses: ["%[2]s"]
+  autoAssign: false
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: %[1]s
+spec:
+  ipAddressPools: [%[1]s]
+`, name, addresses))
+	dc := dynamic.NewForConfigOrDie(f.RESTConfig())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, res := range []string{"l2advertisements", "ipaddresspools"} {
+			_ = dc.Resource(schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: res}).
+				Namespace(lab.GatewayNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+		}
+	})
+	return name
+}
+
+// echoApp is a Deployment of n echo pods labelled app=echo that name Service echo and the ingress.
+func echoApp(n int, ingress string) string {
+	return fmt.Sprintf(`
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: %d
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: echo
+        image: registry.k8s.io/gateway-api/conformance/echo-basic:v20231214-v1.0.0-140-gf544a46e
+        ports:
+        - {name: http, containerPort: 3000}
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+        - {name: SERVICE_NAME, value: echo}
+        - {name: INGRESS_NAME, value: %q}
+        readinessProbe:
+          httpGet: {path: /health, port: http}
+          periodSeconds: 1
+`, n, ingress)
+}
+
+// lbService is a LoadBalancer Service echo on port 80 taking its IP from pool.
+func lbService(name, pool, policy string) string {
+	return fmt.Sprintf(`
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: %s
+  annotations: {metallb.io/address-pool: %s}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: %s
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+`, name, pool, policy)
+}
+
+func podNames(pods []corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// waitServiceIP waits for the Service's load-balancer IP and fails unless it is one of want.
+func waitServiceIP(t testing.TB, f *framework.T, ns, name string, want ...string) string {
+	var ip string
+	f.WaitFor(time.Minute, "a load-balancer IP for Service "+ns+"/"+name, func(ctx context.Context) (bool, error) {
+		svc, err := f.Client().CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			ip = in.IP
+		}
+		return ip != "", fmt.Errorf("status %+v", svc.Status.LoadBalancer)
+	})
+	if !slices.Contains(want, ip) {
+		t.Fatalf("Service %s/%s got IP %s, outside its pool %v", ns, name, ip, want)
+	}
+	return ip
+}
+
+// waitAnnouncedBy waits for the announced-by annotation and returns the node it names.
+func waitAnnouncedBy(t testing.TB, f *framework.T, ns, name string) string {
+	var node string
+	f.WaitFor(time.Minute, "Service "+ns+"/"+name+" to name its announcing node", func(ctx context.Context) (bool, error) {
+		svc, err := f.Client().CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		node = svc.Annotations[announcedByAnnotation]
+		return node != "", nil
+	})
+	return node
+}
+
+// curlEcho curls from client1 until an echo JSON answer comes, and returns it.
+func curlEcho(t testing.TB, f *framework.T, args ...string) echo.Response {
+	var r echo.Response
+	f.WaitFor(time.Minute, fmt.Sprintf("client1 to get an echo answer from %v", args), func(ctx context.Context) (bool, error) {
+		out, err := f.ExecClient(1, append([]string{"curl", "-sS", "--fail", "--max-time", "3"}, args...)...)
+		if err != nil {
+			return false, fmt.Errorf("%w: %s", err, out)
+		}
+		r = echo.Response{}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			return false, fmt.Errorf("not echo JSON: %q", out)
+		}
+		return true, nil
+	})
+	return r
+}
+
+// nodeMAC is the MAC address of the lab node's LAN interface, lower case.
+func nodeMAC(t testing.TB, f *framework.T, node string) string {
+	out, err := f.Exec(node, "ip", "-o", "link", "show", "dev", "eth0")
+	if err != nil {
+		t.Fatalf("reading %s's eth0: %v\n%s", node, err, out)
+	}
+	fields := strings.Fields(out)
+	i := slices.Index(fields, "link/ether")
+	if i < 0 || i+1 >= len(fields) {
+		t.Fatalf("no MAC in %s's eth0: %q", node, out)
+	}
+	return strings.ToLower(fields[i+1])
+}
