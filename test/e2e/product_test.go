@@ -30,7 +30,7 @@ func TestLoadBalancerIPReachableThroughARP(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.200-203.0.113.201")
-	f.Apply(ns, echoApp(3, "")+lbService("echo", pool, "Cluster"))
+	f.Apply(ns, echoApp(3, "")+service("echo", "LoadBalancer", "app: echo", pool, "Cluster"))
 	pods := podNames(f.WaitPodsReady(ns, "app=echo", 3))
 	f.WaitReadyEndpoints(ns, "echo", 3)
 	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.200", "203.0.113.201")
@@ -51,18 +51,7 @@ func TestLoadBalancerIPReachableThroughARP(t *testing.T) {
 func TestNodePortOnEveryNode(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
-	f.Apply(ns, echoApp(2, "")+`
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-spec:
-  type: NodePort
-  selector: {app: echo}
-  ports:
-  - {name: http, port: 80, targetPort: http}
-`)
+	f.Apply(ns, echoApp(2, "")+service("echo", "NodePort", "app: echo", "", ""))
 	pods := podNames(f.WaitPodsReady(ns, "app=echo", 2))
 	f.WaitReadyEndpoints(ns, "echo", 2)
 	svc, err := f.Client().CoreV1().Services(ns).Get(f.Ctx, "echo", metav1.GetOptions{})
@@ -142,33 +131,12 @@ spec:
 		_ = f.Client().NetworkingV1().IngressClasses().Delete(context.Background(), class, metav1.DeleteOptions{})
 	})
 	gwSvc := ns + "-ingress"
-	f.Apply(lab.GatewayNamespace, fmt.Sprintf(`
-apiVersion: v1
-kind: Service
-metadata:
-  name: %s
-  annotations: {metallb.io/address-pool: %s}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: Local
-  selector:
-    app.kubernetes.io/name: baregate
-  ports:
-  - {name: http, port: 80, targetPort: 80}
-`, gwSvc, pool))
+	// The gateways' Pods name their port 80 "http", like the echo pods.
+	f.Apply(lab.GatewayNamespace, service(gwSvc, "LoadBalancer", lab.GatewayAppLabel+": "+lab.GatewayApp, pool, "Local"))
 	t.Cleanup(func() {
 		_ = f.Client().CoreV1().Services(lab.GatewayNamespace).Delete(context.Background(), gwSvc, metav1.DeleteOptions{})
 	})
-	f.Apply(ns, echoApp(2, "web")+`
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-spec:
-  selector: {app: echo}
-  ports:
-  - {name: http, port: 80, targetPort: http}
+	f.Apply(ns, echoApp(2, "web")+service("echo", "ClusterIP", "app: echo", "", "")+`
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -208,10 +176,11 @@ func TestExternalTrafficPolicyLocalKeepsClientIP(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.204-203.0.113.205")
-	f.Apply(ns, echoApp(1, "")+lbService("echo", pool, "Local"))
+	f.Apply(ns, echoApp(1, "")+service("echo", "LoadBalancer", "app: echo", pool, "Local"))
 	pod := f.WaitPodsReady(ns, "app=echo", 1)[0]
 	f.WaitReadyEndpoints(ns, "echo", 1)
 	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.204", "203.0.113.205")
+	start := time.Now()
 	f.WaitFor(time.Minute, "Service echo to be announced by "+pod.Spec.NodeName, func(ctx context.Context) (bool, error) {
 		svc, err := f.Client().CoreV1().Services(ns).Get(ctx, "echo", metav1.GetOptions{})
 		if err != nil {
@@ -220,6 +189,7 @@ func TestExternalTrafficPolicyLocalKeepsClientIP(t *testing.T) {
 		got := svc.Annotations[announcedByAnnotation]
 		return got == pod.Spec.NodeName, fmt.Errorf("announced by %q", got)
 	})
+	t.Logf("announced by %s, the pod's node, after %s", pod.Spec.NodeName, time.Since(start).Round(100*time.Millisecond))
 	client, _ := lab.ClientIPs(1)
 	url := "http://" + net.JoinHostPort(ip, "80") + "/clientip"
 	var out string
@@ -299,22 +269,18 @@ spec:
 `, n, ingress)
 }
 
-// lbService is a LoadBalancer Service echo on port 80 taking its IP from pool.
-func lbService(name, pool, policy string) string {
-	return fmt.Sprintf(`
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: %s
-  annotations: {metallb.io/address-pool: %s}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: %s
-  selector: {app: echo}
-  ports:
-  - {name: http, port: 80, targetPort: http}
-`, name, pool, policy)
+// service is a Service on port 80 to the selected pods' port named http; pool and policy, when set,
+// are its address pool and externalTrafficPolicy.
+func service(name, typ, selector, pool, policy string) string {
+	m := fmt.Sprintf("\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n", name)
+	if pool != "" {
+		m += fmt.Sprintf("  annotations: {metallb.io/address-pool: %s}\n", pool)
+	}
+	m += fmt.Sprintf("spec:\n  type: %s\n  selector: {%s}\n", typ, selector)
+	if policy != "" {
+		m += fmt.Sprintf("  externalTrafficPolicy: %s\n", policy)
+	}
+	return m + "  ports:\n  - {name: http, port: 80, targetPort: http}\n"
 }
 
 func podNames(pods []corev1.Pod) []string {
@@ -328,6 +294,10 @@ func podNames(pods []corev1.Pod) []string {
 // waitServiceIP waits for the Service's load-balancer IP and fails unless it is one of want.
 func waitServiceIP(t testing.TB, f *framework.T, ns, name string, want ...string) string {
 	var ip string
+	start := time.Now()
+	defer func() {
+		t.Logf("Service %s/%s got IP %s after %s", ns, name, ip, time.Since(start).Round(100*time.Millisecond))
+	}()
 	f.WaitFor(time.Minute, "a load-balancer IP for Service "+ns+"/"+name, func(ctx context.Context) (bool, error) {
 		svc, err := f.Client().CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -361,6 +331,10 @@ func waitAnnouncedBy(t testing.TB, f *framework.T, ns, name string) string {
 // curlEcho curls from client1 until an echo JSON answer comes, and returns it.
 func curlEcho(t testing.TB, f *framework.T, args ...string) echo.Response {
 	var r echo.Response
+	start := time.Now()
+	defer func() {
+		t.Logf("client1 got an echo answer from %v after %s", args, time.Since(start).Round(100*time.Millisecond))
+	}()
 	f.WaitFor(time.Minute, fmt.Sprintf("client1 to get an echo answer from %v", args), func(ctx context.Context) (bool, error) {
 		out, err := f.ExecClient(1, append([]string{"curl", "-sS", "--fail", "--max-time", "3"}, args...)...)
 		if err != nil {
