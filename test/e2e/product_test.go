@@ -193,11 +193,17 @@ func TestExternalTrafficPolicyLocalKeepsClientIP(t *testing.T) {
 	client, _ := lab.ClientIPs(1)
 	url := "http://" + net.JoinHostPort(ip, "80") + "/clientip"
 	var out string
+	var failures []string
+	start = time.Now()
 	f.WaitFor(time.Minute, "the pod to answer on "+url, func(ctx context.Context) (bool, error) {
 		var err error
 		out, err = f.ExecClient(1, "curl", "-sS", "--max-time", "3", url)
+		if err != nil {
+			failures = append(failures, strings.TrimSpace(out))
+		}
 		return err == nil, err
 	})
+	t.Logf("%s answered after %s and %d failed tries %q", url, time.Since(start).Round(100*time.Millisecond), len(failures), failures)
 	host, _, err := net.SplitHostPort(strings.TrimSpace(out))
 	if err != nil || host != client {
 		t.Errorf("the pod saw the request from %q; want client1's address %s", out, client)
