@@ -19,23 +19,9 @@ import (
 // its informers, wins the Lease, turns ready and exposes metrics; when the API server goes away it
 // keeps running and stays live.
 func TestGatewayAgainstRealAPIServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd and kube-apiserver")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, err := lab.StartControlPlane(ctx, lab.ControlPlaneOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("starting control plane: %v", err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
-	client, err := cp.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "baregate-system"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cp, client := lab.StartTestControlPlane(ctx, t, "baregate-system")
 	// Something for the snapshot to count.
 	if _, err := client.CoreV1().Services("default").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},

@@ -140,23 +140,9 @@ func TestValuesSwitchComponents(t *testing.T) {
 // TestManifestsInstallOnARealAPIServer creates everything the chart renders (CRDs included) in a
 // real kube-apiserver, which validates every object against its schema.
 func TestManifestsInstallOnARealAPIServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd and kube-apiserver")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, err := lab.StartControlPlane(ctx, lab.ControlPlaneOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("starting control plane: %v", err)
-	}
-	t.Cleanup(func() { _ = cp.Stop() })
-	client, err := cp.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "baregate-system"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cp, client := lab.StartTestControlPlane(ctx, t, "baregate-system")
 	if err := lab.ApplyInNamespace(ctx, cp.RESTConfig(), "baregate-system", render(t, "ingress.defaultClass=true")); err != nil {
 		t.Fatalf("applying the chart: %v", err)
 	}
