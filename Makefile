@@ -6,14 +6,16 @@ export GOFLAGS ?= -buildvcs=false
 BIN := bin
 # Debian packages the tests and the lab use (nftables and conntrack for forwarding, etcd for the
 # control plane, chromium for the dashboard's browser test, ping and curl for the lab's tests and demo).
-TEST_PKGS := nftables conntrack iproute2 etcd-server chromium iputils-ping curl
+# LAB_PKGS run the lab (and the demo); the tests also need chromium (the dashboard's browser test).
+LAB_PKGS := nftables conntrack iproute2 etcd-server iputils-ping curl
+TEST_PKGS := $(LAB_PKGS) chromium
 BENCH_PKGS := wrk nginx-light haproxy openssl
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
 # Tools built from the Go module proxy, cached per machine like the Kubernetes binaries.
 TOOLS := $(HOME)/.cache/baregate/bin
 HELM := $(TOOLS)/helm
 
-.PHONY: all build test unit demo bench lint deps bench-deps k8s clean
+.PHONY: all build test unit demo bench lint deps lab-deps bench-deps k8s clean
 
 all: build
 
@@ -28,6 +30,12 @@ deps: $(HELM)
 
 $(HELM):
 	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0
+
+# lab-deps is what the demo needs: the lab's packages, without the test-only browser and helm.
+lab-deps:
+	@missing=""; for p in $(LAB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -52,7 +60,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # demo builds what is missing and runs a 2-node lab with the sample app and the dashboard until Ctrl-C.
-demo: deps k8s
+demo: lab-deps k8s
 	./hack/demo.sh
 
 # bench runs the side-by-side benchmarks recorded in BENCHMARKS.md (as root, on a quiet machine:
