@@ -127,9 +127,18 @@ func printDemoCommands(ctx context.Context, l *lab.Lab, gateway bool) {
 			argv = append(argv, "--resolve", "demo.example:80:"+t.hostHeader)
 		}
 		argv = append(argv, t.url)
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := l.Exec(cctx, t.host, argv...)
-		cancel()
+		// A freshly assigned IP takes a moment to be programmed on its node: retry briefly, so what is
+		// printed reflects the lab's steady state rather than its first second.
+		var err error
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = l.Exec(cctx, t.host, argv...)
+			cancel()
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 		mark := ""
 		if err != nil {
 			mark = "   # not answering yet: " + firstLine(err)
