@@ -35,24 +35,11 @@ type apiWorld struct {
 
 func startAPIServer(t *testing.T) *apiWorld {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts etcd and kube-apiserver")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cp, err := lab.StartControlPlane(ctx, lab.ControlPlaneOptions{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("StartControlPlane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
-	w := &apiWorld{}
-	if w.cs, err = cp.Client(); err != nil {
-		t.Fatal(err)
-	}
+	cp, cs := lab.StartTestControlPlane(ctx, t)
+	w := &apiWorld{cs: cs}
+	var err error
 	if w.dyn, err = dynamic.NewForConfig(cp.RESTConfig()); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/klog/v2/ktesting"
+
+	"github.com/baregate/baregate/lbip/internal/nettest"
 )
 
 // startMembers starts n members on loopback, each told about the others, and waits until every one
@@ -42,7 +44,7 @@ func startMembers(t *testing.T, n int, secret []byte) []*Member {
 	}
 	want := slices.Sorted(maps.Keys(peers))
 	for _, m := range ms {
-		eventually(t, 10*time.Second, func() string {
+		nettest.Eventually(t, 10*time.Second, func() string {
 			if got := slices.Sorted(maps.Keys(m.LiveNodes())); !slices.Equal(got, want) {
 				return fmt.Sprintf("%s sees %v live, want %v", m.name, got, want)
 			}
@@ -53,22 +55,6 @@ func startMembers(t *testing.T, n int, secret []byte) []*Member {
 		}
 	}
 	return ms
-}
-
-// eventually polls cond until it returns "" or the generous bound passes.
-func eventually(t *testing.T, bound time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", bound, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestKilledMemberDeclaredDead(t *testing.T) {
@@ -86,7 +72,7 @@ func TestKilledMemberDeclaredDead(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range ms[:2] {
-		eventually(t, 10*time.Second, func() string {
+		nettest.Eventually(t, 10*time.Second, func() string {
 			if live := m.LiveNodes(); live["node-2"] || !live["node-0"] || !live["node-1"] {
 				return fmt.Sprintf("%s sees %v live, want node-0 and node-1", m.name, live)
 			}
@@ -100,7 +86,7 @@ func TestMetadataUpdateSpreads(t *testing.T) {
 	if err := ms[1].SetMeta([]byte("new")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() string {
+	nettest.Eventually(t, 10*time.Second, func() string {
 		if got := string(ms[0].Meta()["node-1"]); got != "new" {
 			return fmt.Sprintf("node-0 sees node-1's metadata %q, want new", got)
 		}
@@ -155,14 +141,14 @@ func TestAloneIsReady(t *testing.T) {
 	go func() { defer close(done); lonely.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	// Within the grace it reports waiting for its peer.
-	eventually(t, 10*time.Second, func() string {
+	nettest.Eventually(t, 10*time.Second, func() string {
 		if err := lonely.Ready(); err == nil || !strings.Contains(err.Error(), "serving alone in") {
 			return fmt.Sprintf("Ready() = %v, want it waiting out the grace", err)
 		}
 		return ""
 	})
 	<-lonely.Changed() // the joined-itself signal
-	eventually(t, 10*time.Second, func() string {
+	nettest.Eventually(t, 10*time.Second, func() string {
 		if err := lonely.Ready(); err != nil {
 			return err.Error()
 		}
