@@ -24,7 +24,6 @@ type check struct {
 // server outage never gets a gateway (and its data plane) restarted; /readyz and /healthz aggregate
 // the components' checks.
 type adminServer struct {
-	addr    string
 	gather  prometheus.Gatherer
 	ready   []check
 	healthy []check

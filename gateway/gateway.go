@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -53,7 +54,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	broadcaster.StartStructuredLogging(4)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(clientScheme(), corev1.EventSource{Component: "baregate", Host: cfg.NodeName})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "baregate", Host: cfg.NodeName})
 
 	deps := cluster.Deps{NodeName: cfg.NodeName, Namespace: cfg.Namespace, Client: client, Recorder: recorder, Metrics: reg}
 	comps, err := buildComponents(cfg, deps, dyn)
@@ -65,11 +66,11 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("listening on --admin-address: %w", err)
 	}
-	g := &gateway{cfg: cfg, comps: comps, metrics: m}
+	g := &gateway{cfg: cfg, comps: comps, metrics: m, first: make(chan struct{})}
 	g.watch = newWatcher(cfg.NodeName, cfg.EnableUI, client, dyn, livenessOf(comps), func() { g.snapshots.Trigger() })
 	g.snapshots = cluster.NewRunner("snapshot", cfg.SnapshotInterval, 100*time.Millisecond, 5*time.Second, g.publish)
 
-	admin := &adminServer{addr: cfg.AdminAddress, gather: reg, ready: g.readyChecks(), healthy: g.healthChecks()}
+	admin := &adminServer{gather: reg, ready: g.readyChecks(), healthy: g.healthChecks()}
 	var wg sync.WaitGroup
 	errs := make(chan error, 1+len(comps))
 	wg.Go(func() {
@@ -91,7 +92,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	// Components start only once they hold a snapshot of synced caches: a forwarding plane
 	// started on an empty view would withdraw every Service it programmed before a restart.
 	select {
-	case <-g.firstSnapshot():
+	case <-g.first:
 	case <-ctx.Done():
 		wg.Wait()
 		return nil
@@ -129,19 +130,9 @@ type gateway struct {
 	watch     *watcher
 	snapshots *cluster.Runner
 
-	latest   atomic.Pointer[cluster.Snapshot]
-	firstMu  sync.Mutex
-	first    chan struct{}
-	firstSet bool
-}
-
-func (g *gateway) firstSnapshot() <-chan struct{} {
-	g.firstMu.Lock()
-	defer g.firstMu.Unlock()
-	if g.first == nil {
-		g.first = make(chan struct{})
-	}
-	return g.first
+	latest    atomic.Pointer[cluster.Snapshot]
+	first     chan struct{} // closed once the first snapshot is handed out
+	firstOnce sync.Once
 }
 
 // publish builds a snapshot from the caches and hands it to every component.
@@ -155,13 +146,7 @@ func (g *gateway) publish(ctx context.Context) error {
 	g.metrics.snapshotDuration.Observe(time.Since(start).Seconds())
 	g.metrics.snapshotGeneration.Set(float64(snap.Generation))
 	g.metrics.services.Set(float64(len(snap.Services)))
-	g.firstSnapshot()
-	g.firstMu.Lock()
-	if !g.firstSet {
-		g.firstSet = true
-		close(g.first)
-	}
-	g.firstMu.Unlock()
+	g.firstOnce.Do(func() { close(g.first) })
 	return nil
 }
 

@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
 )
 
 type metrics struct {
@@ -26,5 +24,3 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.snapshotDuration, m.snapshotGeneration, m.services, m.leader)
 	return m
 }
-
-func clientScheme() *runtime.Scheme { return scheme.Scheme }
