@@ -47,6 +47,10 @@ func (e *Env) Main(m *testing.M) int {
 			}
 		}
 	}
+	if id := os.Getenv("BAREGATE_LAB_ID"); id != "" {
+		// Lets two runs of the same package share a machine (each lab's namespaces carry its ID).
+		e.opts.ID = id
+	}
 	if e.skip == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		start := time.Now()
