@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		return fmt.Errorf("listening on --admin-address: %w", err)
 	}
 	g := &gateway{cfg: cfg, comps: comps, metrics: m, first: make(chan struct{})}
-	g.watch = newWatcher(cfg.NodeName, cfg.EnableUI, client, dyn, livenessOf(comps), func() { g.snapshots.Trigger() })
+	g.watch = newWatcher(cfg.NodeName, cfg.EnableUI, cfg.EnableIngress, client, dyn, livenessOf(comps), func() { g.snapshots.Trigger() })
 	g.snapshots = cluster.NewRunner("snapshot", cfg.SnapshotInterval, 100*time.Millisecond, 5*time.Second, g.publish)
 
 	admin := &adminServer{gather: reg, ready: g.readyChecks(), healthy: g.healthChecks()}

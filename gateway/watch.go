@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/baregate/baregate/ingress/annotations"
 	"github.com/baregate/baregate/internal/cluster"
 )
 
@@ -43,6 +44,7 @@ type watcher struct {
 
 	factory informers.SharedInformerFactory
 	secrets informers.SharedInformerFactory // TLS Secrets only
+	opaque  informers.SharedInformerFactory // Opaque Secrets only; nil without the ingress
 	dynFact dynamicinformer.DynamicSharedInformerFactory
 
 	services   cache.SharedIndexInformer
@@ -53,6 +55,7 @@ type watcher struct {
 	ingresses  cache.SharedIndexInformer
 	classes    cache.SharedIndexInformer
 	tlsSecrets cache.SharedIndexInformer
+	authSecret cache.SharedIndexInformer // nil without the ingress
 
 	metallbMu sync.Mutex
 	pools     cache.SharedIndexInformer // nil until the MetalLB CRDs are seen
@@ -61,7 +64,7 @@ type watcher struct {
 	generation atomic.Uint64
 }
 
-func newWatcher(nodeName string, withPods bool, client kubernetes.Interface, dyn dynamic.Interface, liveness cluster.Liveness, onChange func()) *watcher {
+func newWatcher(nodeName string, withPods, withIngress bool, client kubernetes.Interface, dyn dynamic.Interface, liveness cluster.Liveness, onChange func()) *watcher {
 	w := &watcher{nodeName: nodeName, withPods: withPods, client: client, dynamic: dyn, disco: client.Discovery(),
 		liveness: liveness, onChange: onChange}
 	// No periodic resync: every change arrives as an event, and components re-apply on their own.
@@ -72,6 +75,21 @@ func newWatcher(nodeName string, withPods bool, client kubernetes.Interface, dyn
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
 		}))
+	if withIngress {
+		// ingress-nginx's basic-auth Secrets (nginx.ingress.kubernetes.io/auth-secret) are type Opaque.
+		// The API has no selector for "referenced by an Ingress", so this caches every Opaque Secret;
+		// the type selector at least leaves out service-account tokens, Helm releases and registry
+		// credentials, usually most of a cluster's Secrets, and managedFields are stripped. Getting
+		// each referenced Secret on demand would save that memory but needs its own watch to see
+		// password changes. RBAC is unchanged: a field selector does not narrow it, so the
+		// ClusterRole's get/list/watch on secrets already covers this informer.
+		w.opaque = informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithTransform(stripManagedFields),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = "type=" + string(corev1.SecretTypeOpaque)
+			}))
+		w.authSecret = w.opaque.Core().V1().Secrets().Informer()
+	}
 	w.dynFact = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 
 	w.services = w.factory.Core().V1().Services().Informer()
@@ -114,6 +132,9 @@ func (w *watcher) start(ctx context.Context) error {
 	}
 	w.factory.Start(ctx.Done())
 	w.secrets.Start(ctx.Done())
+	if w.opaque != nil {
+		w.opaque.Start(ctx.Done())
+	}
 	w.startMetalLB(ctx)
 	go w.watchCRDs(ctx)
 	if w.liveness != nil {
@@ -142,6 +163,9 @@ func (w *watcher) informers() []cache.SharedIndexInformer {
 	out := []cache.SharedIndexInformer{w.services, w.slices, w.nodes, w.namespaces, w.ingresses, w.classes, w.tlsSecrets}
 	if w.pods != nil {
 		out = append(out, w.pods)
+	}
+	if w.authSecret != nil {
+		out = append(out, w.authSecret)
 	}
 	w.metallbMu.Lock()
 	defer w.metallbMu.Unlock()
@@ -218,9 +242,14 @@ func (w *watcher) snapshot(ctx context.Context) *cluster.Snapshot {
 		Ingresses:      list[*networkingv1.Ingress](w.ingresses),
 		IngressClasses: list[*networkingv1.IngressClass](w.classes),
 		Secrets:        list[*corev1.Secret](w.tlsSecrets),
+		// The ingress package knows which annotations name a Secret; the snapshot keeps those.
+		IngressSecretRefs: annotations.SecretRefs,
 	}
 	if w.pods != nil {
 		in.Pods = list[*corev1.Pod](w.pods)
+	}
+	if w.authSecret != nil {
+		in.Secrets = append(in.Secrets, list[*corev1.Secret](w.authSecret)...)
 	}
 	w.metallbMu.Lock()
 	pools, l2s := w.pools, w.l2s

@@ -50,7 +50,8 @@ type Snapshot struct {
 	Ingresses []*networkingv1.Ingress
 	// IngressClasses holds only the classes whose controller is IngressController.
 	IngressClasses []*networkingv1.IngressClass
-	// Secrets holds the Secrets that served Ingresses reference (TLS certificates), by key.
+	// Secrets holds the Secrets that served Ingresses reference, by key: spec.tls certificates and
+	// those their annotations name (Inputs.IngressSecretRefs, e.g. the basic-auth Secret).
 	Secrets map[types.NamespacedName]*corev1.Secret
 
 	// Pools and L2Advertisements are MetalLB's objects; empty when those CRDs are not installed.
@@ -161,6 +162,10 @@ type Inputs struct {
 	Pools            []*metallbv1beta1.IPAddressPool
 	L2Advertisements []*metallbv1beta1.L2Advertisement
 	LiveNodes        map[string]bool
+	// IngressSecretRefs names the Secrets an Ingress reads besides its spec.tls ones (the annotations'
+	// basic-auth Secret, say). The rules belong to the ingress package; a func keeps this one free of
+	// it. Nil means spec.tls only.
+	IngressSecretRefs func(*networkingv1.Ingress) []types.NamespacedName
 }
 
 // NewSnapshot resolves in into one consistent view: slices joined to their Services, Ingresses and
@@ -173,7 +178,6 @@ func NewSnapshot(generation uint64, taken time.Time, in Inputs) *Snapshot {
 		Nodes:            make(map[string]*corev1.Node, len(in.Nodes)),
 		Pods:             make(map[types.NamespacedName]*corev1.Pod, len(in.Pods)),
 		Namespaces:       make(map[string]*corev1.Namespace, len(in.Namespaces)),
-		Secrets:          map[types.NamespacedName]*corev1.Secret{},
 		Pools:            sortedByKey(in.Pools),
 		L2Advertisements: sortedByKey(in.L2Advertisements),
 		LiveNodes:        in.LiveNodes,
@@ -212,15 +216,30 @@ func NewSnapshot(generation uint64, taken time.Time, in Inputs) *Snapshot {
 	for _, sec := range in.Secrets {
 		secrets[types.NamespacedName{Namespace: sec.Namespace, Name: sec.Name}] = sec
 	}
-	for _, ing := range s.Ingresses {
+	s.Secrets = referencedSecrets(s.Ingresses, secrets, in.IngressSecretRefs)
+	return s
+}
+
+// referencedSecrets keeps the Secrets of all that served names: its spec.tls Secrets, always in the
+// Ingress's own namespace, and those refs (may be nil) returns for it. A missing Secret is left out.
+func referencedSecrets(served []*networkingv1.Ingress, all map[types.NamespacedName]*corev1.Secret, refs func(*networkingv1.Ingress) []types.NamespacedName) map[types.NamespacedName]*corev1.Secret {
+	out := map[types.NamespacedName]*corev1.Secret{}
+	keep := func(key types.NamespacedName) {
+		if sec := all[key]; sec != nil && key.Name != "" {
+			out[key] = sec
+		}
+	}
+	for _, ing := range served {
 		for _, tls := range ing.Spec.TLS {
-			key := types.NamespacedName{Namespace: ing.Namespace, Name: tls.SecretName}
-			if sec := secrets[key]; sec != nil && tls.SecretName != "" {
-				s.Secrets[key] = sec
+			keep(types.NamespacedName{Namespace: ing.Namespace, Name: tls.SecretName})
+		}
+		if refs != nil {
+			for _, key := range refs(ing) {
+				keep(key)
 			}
 		}
 	}
-	return s
+	return out
 }
 
 // servedIngresses returns baregate's IngressClasses and the Ingresses that select one of them: by

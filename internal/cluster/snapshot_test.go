@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +234,60 @@ func TestNodeLive(t *testing.T) {
 	s = NewSnapshot(1, time.Time{}, Inputs{LiveNodes: map[string]bool{"a": true}})
 	if !s.NodeLive("a") || s.NodeLive("b") {
 		t.Error("gossip view not honoured")
+	}
+}
+
+func TestSecretsReferencedByServedIngresses(t *testing.T) {
+	ours := class("baregate", IngressController, false)
+	withAuth := func(ing *networkingv1.Ingress, ref string) *networkingv1.Ingress {
+		ing.Annotations = map[string]string{"auth-secret": ref}
+		return ing
+	}
+	// A stand-in for the ingress package's rules: the annotation names "name" or "ns/name".
+	refs := func(ing *networkingv1.Ingress) []types.NamespacedName {
+		ref, ok := ing.Annotations["auth-secret"]
+		if !ok {
+			return nil
+		}
+		if ns, name, ok := strings.Cut(ref, "/"); ok {
+			return []types.NamespacedName{{Namespace: ns, Name: name}}
+		}
+		return []types.NamespacedName{{Namespace: ing.Namespace, Name: ref}}
+	}
+	secret := func(ns, name string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	}
+	all := []*corev1.Secret{secret("ns", "cert"), secret("ns", "users"), secret("team", "users"), secret("ns", "unused"),
+		secret("ns", "foreign-users"), secret("other", "cert")}
+	ingresses := []*networkingv1.Ingress{
+		ingress("tls", 1, ptr.To("baregate"), "", "cert"),
+		withAuth(ingress("auth", 2, ptr.To("baregate"), "", ""), "users"),
+		withAuth(ingress("auth-ns", 3, ptr.To("baregate"), "", ""), "team/users"),
+		withAuth(ingress("auth-missing", 4, ptr.To("baregate"), "", "no-such-cert"), "no-such-users"),
+		withAuth(ingress("foreign", 5, ptr.To("nginx"), "", "unused"), "foreign-users"),
+	}
+	for _, tc := range []struct {
+		name string
+		refs func(*networkingv1.Ingress) []types.NamespacedName
+		want []string
+	}{
+		{"spec.tls only without refs", nil, []string{"ns/cert"}},
+		{"tls and annotation refs", refs, []string{"ns/cert", "ns/users", "team/users"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewSnapshot(1, time.Time{}, Inputs{IngressClasses: []*networkingv1.IngressClass{ours}, Ingresses: ingresses,
+				Secrets: all, IngressSecretRefs: tc.refs})
+			var got []string
+			for key, sec := range s.Secrets {
+				if key.Namespace != sec.Namespace || key.Name != sec.Name {
+					t.Errorf("Secret %s/%s filed under %s", sec.Namespace, sec.Name, key)
+				}
+				got = append(got, key.String())
+			}
+			slices.Sort(got)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Secrets (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
