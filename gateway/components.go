@@ -17,8 +17,10 @@ import (
 func buildComponents(cfg *Config, deps cluster.Deps, dyn dynamic.Interface) ([]cluster.Component, error) {
 	var comps []cluster.Component
 	var sources ui.Sources
+	var lb *lbip.LB
 	if cfg.EnableLBIP {
-		lb, err := lbip.New(cfg.LBIP, deps, dyn)
+		var err error
+		lb, err = lbip.New(cfg.LBIP, deps, dyn)
 		if err != nil {
 			return nil, fmt.Errorf("setting up lbip: %w", err)
 		}
@@ -32,6 +34,10 @@ func buildComponents(cfg *Config, deps cluster.Deps, dyn dynamic.Interface) ([]c
 		}
 		comps = append(comps, np)
 		sources.Forwarding = np
+		if lb != nil {
+			// New LB IPs wait for this node's rules, so clients are not refused meanwhile.
+			lb.SetForwarding(np)
+		}
 	}
 	if cfg.EnableIngress {
 		ing, err := ingress.New(cfg.Ingress, deps)

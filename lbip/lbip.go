@@ -48,6 +48,24 @@ type LB struct {
 	lastLive string
 	// peerMACs maps the MACs of other gateways' interfaces to their node, from gossip metadata.
 	peerMACs map[string]string
+
+	// forwarding, when set, is this node's Service forwarding, whose programmed generation gates new
+	// claims (see forwarded.go).
+	forwarding cluster.ForwardingSource
+	// Owned by the sync goroutine: since which generation this node may announce each IP, and the
+	// claims held back until forwarding catches up.
+	fwdSince   map[netip.Addr]uint64
+	held       map[netip.Addr]heldClaim
+	rechecking atomic.Bool
+}
+
+// heldClaim is a claim waiting for this node's forwarding rules.
+type heldClaim struct {
+	since time.Time
+	// from is the owner before the hold: taking over from a gateway needs no probe.
+	from string
+	// overdue is set once the claim was made anyway after forwardHoldLimit.
+	overdue bool
 }
 
 type owned struct {
@@ -100,6 +118,11 @@ func New(cfg Config, deps cluster.Deps, dyn dynamic.Interface) (*LB, error) {
 	lb.runner = cluster.NewRunner("lbip", 20*time.Millisecond, 500*time.Millisecond, 10*time.Second, lb.sync)
 	return lb, nil
 }
+
+// SetForwarding makes new claims wait until src (this node's Service forwarding) has programmed the
+// snapshot that made this node eligible, so that clients are not refused in between. Call it before
+// Run; without it claims are made at once.
+func (lb *LB) SetForwarding(src cluster.ForwardingSource) { lb.forwarding = src }
 
 // Name implements cluster.Component.
 func (lb *LB) Name() string { return "lbip" }
@@ -192,16 +215,7 @@ func (lb *LB) sync(ctx context.Context) error {
 	prev := lb.since
 	lb.mu.Unlock()
 	self := lb.deps.NodeName
-	var claims []announce.Claim
-	for _, a := range assign {
-		if a.Node != self {
-			continue
-		}
-		// Taking over from a gateway we saw announce the IP needs no probe: it is ours to take,
-		// and probing would only delay the failover.
-		was := prev[a.IP].node
-		claims = append(claims, announce.Claim{IP: a.IP, Interfaces: a.Interfaces, Probe: was == "" || was == self})
-	}
+	claims := lb.claims(ctx, snap, assign, prev)
 	before := lb.ann.Announced()
 	conflicts, setErr := lb.ann.Set(claims)
 	liveKey := strings.Join(slices.Sorted(maps.Keys(live)), ",")
@@ -253,6 +267,58 @@ func (lb *LB) sync(ctx context.Context) error {
 
 	annErr := lb.annotate(ctx, snap, assign)
 	return errors.Join(setErr, annErr)
+}
+
+// claims lists the IPs this node announces, holding back those its forwarding has not programmed yet.
+func (lb *LB) claims(ctx context.Context, snap *cluster.Snapshot, assign []Assignment, prev map[netip.Addr]owned) []announce.Claim {
+	self := lb.deps.NodeName
+	programmed, gated := uint64(0), lb.forwarding != nil
+	if gated {
+		lb.fwdSince = eligibleSince(lb.fwdSince, selfEligible(snap, self), snap.Generation)
+		programmed = lb.forwarding.ForwardingStatus().Generation
+	}
+	now := time.Now()
+	held := map[netip.Addr]heldClaim{}
+	waiting := false
+	var claims []announce.Claim
+	for _, a := range assign {
+		if a.Node != self {
+			continue
+		}
+		was := prev[a.IP].node
+		if h, ok := lb.held[a.IP]; ok {
+			was = h.from
+		}
+		if gated && !forwardingReady(lb.fwdSince, a.IP, programmed) {
+			h, ok := lb.held[a.IP]
+			if !ok {
+				h = heldClaim{since: now, from: was}
+				klog.FromContext(ctx).V(2).Info("Waiting for this node's forwarding before announcing", "ip", a.IP,
+					"eligibleSince", lb.fwdSince[a.IP], "programmed", programmed)
+			}
+			if now.Sub(h.since) < forwardHoldLimit {
+				held[a.IP] = h
+				waiting = true
+				continue
+			}
+			if !h.overdue {
+				klog.FromContext(ctx).Info("Announcing although this node's forwarding has not caught up", "ip", a.IP, "waited", now.Sub(h.since))
+			}
+			h.overdue = true
+			held[a.IP] = h
+		}
+		// Taking over from a gateway we saw announce the IP needs no probe: it is ours to take,
+		// and probing would only delay the failover.
+		claims = append(claims, announce.Claim{IP: a.IP, Interfaces: a.Interfaces, Probe: was == "" || was == self})
+	}
+	lb.held = held
+	if waiting && lb.rechecking.CompareAndSwap(false, true) {
+		time.AfterFunc(forwardRecheck, func() {
+			lb.rechecking.Store(false)
+			lb.runner.Trigger()
+		})
+	}
+	return claims
 }
 
 func (lb *LB) reportConflicts(ctx context.Context, snap *cluster.Snapshot, assign []Assignment, conflicts []announce.Conflict) {

@@ -220,7 +220,7 @@ func (p *Proxy) sync(ctx context.Context) error {
 	p.metrics.rules.Set(float64(d.Rules()))
 	p.metrics.elements.Set(float64(d.ElementCount()))
 	p.metrics.lastSync.SetToCurrentTime()
-	p.status.Store(&cluster.ForwardingInfo{Services: d.Services, Rules: d.Rules(), Elements: d.ElementCount(), Verdicts: d.Verdicts})
+	p.status.Store(&cluster.ForwardingInfo{Generation: snap.Generation, Services: d.Services, Rules: d.Rules(), Elements: d.ElementCount(), Verdicts: d.Verdicts})
 	logger.V(2).Info("Programmed Service rules", "kind", kind, "operations", tx.NumOperations(), "services", d.Services, "duration", now.Sub(start))
 
 	if prev != nil {

@@ -47,10 +47,12 @@ type AnnouncementSource interface {
 
 // ForwardingInfo is the state of this node's nftables programming.
 type ForwardingInfo struct {
-	Runner   RunnerStatus
-	Services int
-	Rules    int
-	Elements int
+	Runner RunnerStatus
+	// Generation is that of the Snapshot the rules in force were built from; 0 before the first.
+	Generation uint64
+	Services   int
+	Rules      int
+	Elements   int
 	// Verdicts holds, for each Service, a one-line summary of what its rules do (for the dashboard).
 	Verdicts map[types.NamespacedName]string
 }
