@@ -53,9 +53,14 @@ var (
 	_ cluster.RouteSource = (*Ingress)(nil)
 )
 
-// New returns the ingress component; it starts nothing until Run.
+// New returns the ingress component with DefaultPolicyConfig; it starts nothing until Run.
 func New(cfg Config, deps cluster.Deps) (*Ingress, error) {
-	if err := cfg.Validate(); err != nil {
+	return NewWithPolicy(cfg, DefaultPolicyConfig(), deps)
+}
+
+// NewWithPolicy returns the ingress component; it starts nothing until Run.
+func NewWithPolicy(cfg Config, pc PolicyConfig, deps cluster.Deps) (*Ingress, error) {
+	if err := errors.Join(cfg.Validate(), pc.Validate()); err != nil {
 		return nil, fmt.Errorf("validating the ingress configuration: %w", err)
 	}
 	svcKey, _ := cfg.serviceKey()
@@ -63,8 +68,8 @@ func New(cfg Config, deps cluster.Deps) (*Ingress, error) {
 		Balance: cfg.Balance, ConnectTimeout: cfg.ConnectTimeout, ReadTimeout: cfg.ReadTimeout, SendTimeout: cfg.SendTimeout,
 		PassiveHealthTimeout: cfg.PassiveHealthTimeout, Retries: cfg.Retries, MaxIdleConnsPerEndpoint: cfg.MaxIdleConnsPerEndpoint,
 		ServerHeader: cfg.ServerHeader, TrustForwardedHeaders: cfg.TrustForwardedHeaders, AccessLog: cfg.AccessLog,
-		DisableFastPath: cfg.DisableFastPath,
-		Logger:          klog.Background().WithName("ingress"),
+		DisableFastPath: cfg.DisableFastPath, MaxConnsPerBackend: pc.MaxConnsPerBackend,
+		Logger: klog.Background().WithName("ingress"),
 	}, deps.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("creating the ingress proxy: %w", err)
@@ -78,6 +83,7 @@ func New(cfg Config, deps cluster.Deps) (*Ingress, error) {
 		return nil, err
 	}
 	ing := &Ingress{cfg: cfg, deps: deps, svcKey: svcKey, proxy: p, defCert: &def.TLS, metrics: sm}
+	ing.builder.Defaults = &pc.Defaults
 	ing.runner = cluster.NewRunner("ingress", cfg.MinSyncInterval, 100*time.Millisecond, 10*time.Second, ing.sync)
 	return ing, nil
 }

@@ -230,7 +230,8 @@ func TestForwardedHeaders(t *testing.T) {
 	}
 }
 
-// TestLargeBodies: 8 MiB up and 16 MiB down arrive intact.
+// TestLargeBodies: 8 MiB up and 16 MiB down arrive intact (with proxy-body-size 0, since the
+// ingress-nginx default refuses bodies over 1 MiB).
 func TestLargeBodies(t *testing.T) {
 	h := newHarness(t)
 	down := make([]byte, 16<<20)
@@ -242,7 +243,9 @@ func TestLargeBodies(t *testing.T) {
 		w.Header().Set("X-Up-Len", fmt.Sprint(n))
 		w.Write(down)
 	})
-	h.apply(simple("", "big", be.addr))
+	in := simple("", "big", be.addr)
+	in.Ingresses[0].Annotations = map[string]string{"nginx.ingress.kubernetes.io/proxy-body-size": "0"}
+	h.apply(in)
 	up := make([]byte, 8<<20)
 	rand.Read(up)
 	resp, err := http.Post(h.httpURL+"/upload", "application/octet-stream", bytes.NewReader(up))

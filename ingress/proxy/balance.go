@@ -18,6 +18,7 @@ const (
 type endpoint struct {
 	addr     netip.AddrPort
 	hostport string // addr formatted once, for request URLs
+	cookie   string // the affinity cookie value naming it
 	inflight atomic.Int64
 	// downUntil is when (unix nanoseconds) an endpoint that refused a connection may be tried again.
 	downUntil atomic.Int64
@@ -29,9 +30,10 @@ func (e *endpoint) down(now int64) bool { return e.downUntil.Load() > now }
 // pool is one backend's endpoints in one table, with the backend's round-robin counter, which is
 // shared across tables so that endpoint changes do not restart the rotation.
 type pool struct {
-	eps []*endpoint
-	rr  *atomic.Uint64
-	h2c bool
+	eps   []*endpoint
+	rr    *atomic.Uint64
+	h2c   bool
+	conns *connCap // nil: no bound on connections
 }
 
 // pick chooses an endpoint not in tried, preferring ones not marked down. It returns nil when every

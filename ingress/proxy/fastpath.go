@@ -100,12 +100,16 @@ func fastEligible(out *http.Request, pl *pool, upgrade bool) bool {
 // roundTrip1 sends out to ep over a pooled or new connection. A failure on a reused connection before
 // any response byte (the backend closed it while idle) is retried once on a new connection when the
 // request body was not read yet.
-func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody) (*http.Response, error) {
+func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, to timeouts) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		c := ep.idle.get(time.Now())
 		reused := c != nil
-		if c == nil {
-			nc, err := p.dial(out.Context(), ep.hostport)
+		if c != nil {
+			// A pooled connection may have served a route with other timeouts.
+			itc := c.c.(*idleTimeoutConn)
+			itc.read, itc.write = to.read, to.send
+		} else {
+			nc, err := p.dial(out.Context(), ep.hostport, to)
 			if err != nil {
 				return nil, err
 			}
@@ -152,15 +156,19 @@ func (p *Proxy) exchange(c *h1Conn, out *http.Request) (*http.Response, error) {
 }
 
 // dial opens a connection to an endpoint with the connect timeout and the idle read/write timeouts.
-func (p *Proxy) dial(ctx context.Context, hostport string) (net.Conn, error) {
-	c, err := p.dialer.DialContext(ctx, "tcp", hostport)
+func (p *Proxy) dial(ctx context.Context, hostport string, to timeouts) (net.Conn, error) {
+	d := p.dialer
+	if to.connect != d.Timeout {
+		d = &net.Dialer{Timeout: to.connect, KeepAlive: d.KeepAlive}
+	}
+	c, err := d.DialContext(ctx, "tcp", hostport)
 	if err != nil {
 		return nil, &dialError{err}
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	return &idleTimeoutConn{Conn: c, read: p.opts.ReadTimeout, write: p.opts.SendTimeout}, nil
+	return &idleTimeoutConn{Conn: c, read: to.read, write: to.send}, nil
 }
 
 // h1Body returns the connection to the pool once the response body has been read to its end.

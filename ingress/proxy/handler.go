@@ -12,12 +12,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/baregate/baregate/ingress/route"
 )
 
 type handler struct {
 	p     *Proxy
 	proto []string // X-Forwarded-Proto, shared and never modified
 	port  []string // X-Forwarded-Port
+	tls   bool     // the listener terminates TLS
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -41,8 +44,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.plain(w, http.StatusNotFound, "no Ingress rule matches this host and path")
 		return
 	}
-	rs, bs, pl := st.routes[rt.ID], st.backends[rt.Backend.ID], st.pools[rt.Backend.ID]
-	code, upstream, sent, received, aborted := h.forward(w, r, pl, bs)
+	var code int
+	var upstream string
+	var sent, received int64
+	var aborted bool
+	used := rt
+	if pol := rt.Policy; pol == nil {
+		code, upstream, sent, received, aborted = h.forward(w, r, st.pools[rt.Backend.ID], st.backends[rt.Backend.ID], nil)
+	} else if pol.Plain && rt.Canary == nil {
+		code, upstream, sent, received, aborted = h.servePlain(w, r, st, rt)
+	} else {
+		used, code, upstream, sent, received, aborted = h.servePolicy(w, r, st, rt)
+	}
+	rs := st.routes[used.ID]
 	rs.codes[codeSlot(code)].Add(1)
 	rs.bytesOut.Add(uint64(sent))
 	rs.bytesIn.Add(uint64(received))
@@ -51,13 +65,32 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.opts.AccessLog {
 		p.opts.Logger.Info("Request", "client", r.RemoteAddr, "method", r.Method, "host", r.Host, "uri", r.RequestURI,
 			"proto", r.Proto, "status", code, "bytesSent", sent, "bytesReceived", received, "duration", elapsed,
-			"ingress", rt.Ingress.String(), "service", rt.Backend.Service.String(), "upstream", upstream, "aborted", aborted)
+			"ingress", used.Ingress.String(), "service", used.Backend.Service.String(), "upstream", upstream, "aborted", aborted)
 	}
 	if aborted {
 		// The status is sent, so the only way left to tell the client the body is cut short is to
 		// abort its connection (or stream), as nginx does.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// servePlain serves a route whose Ingress sets no per-request annotation: only ingress-nginx's
+// defaults apply (redirect to HTTPS for TLS hosts, HSTS, the body size limit), checked inline.
+func (h *handler) servePlain(w http.ResponseWriter, r *http.Request, st *state, rt *route.Route) (int, string, int64, int64, bool) {
+	pol := rt.Policy
+	if rt.TLS {
+		if h.tls {
+			if pol.HSTS != nil {
+				w.Header()["Strict-Transport-Security"] = pol.HSTS
+			}
+		} else if pol.Nginx.SSLRedirect {
+			return h.redirect(w, "https://"+hostOnly(r.Host)+r.URL.RequestURI(), http.StatusPermanentRedirect), "", 0, 0, false
+		}
+	}
+	if code, ok := h.limitBody(w, r, pol.Nginx.ProxyBodySize); !ok {
+		return code, "", 0, 0, false
+	}
+	return h.forward(w, r, st.pools[rt.Backend.ID], st.backends[rt.Backend.ID], nil)
 }
 
 // plain answers a request the proxy cannot forward.
@@ -72,12 +105,22 @@ func (h *handler) plain(w http.ResponseWriter, code int, msg string) {
 
 // forward sends r to an endpoint of pl, retrying on other endpoints when that is safe, and copies the
 // response back. It returns the status sent to the client, the endpoint used and the body bytes sent
-// and received.
-func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *backendStats) (code int, upstream string, sent, received int64, aborted bool) {
+// and received. f carries what annotations change (nil for none).
+func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *backendStats, f *fwd) (code int, upstream string, sent, received int64, aborted bool) {
 	p := h.p
 	if len(pl.eps) == 0 {
 		h.plain(w, http.StatusServiceUnavailable, "the backend has no ready endpoints")
 		return http.StatusServiceUnavailable, "", 0, 0, false
+	}
+	to := p.timeouts
+	if f != nil {
+		to = f.timeouts
+	}
+	if pl.conns != nil {
+		if code, ok := h.acquire(w, r, pl, to.connect); !ok {
+			return code, "", 0, 0, false
+		}
+		defer pl.conns.release()
 	}
 	out := h.outgoing(r)
 	var body *countingBody
@@ -90,39 +133,64 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 	if pl.h2c && !upgrade {
 		transport = p.h2c
 	}
-	fast := !p.opts.DisableFastPath && fastEligible(out, pl, upgrade)
+	scheme := "http"
+	if f != nil {
+		f.adjust(out)
+		if f.transport != nil {
+			transport = f.transport
+			scheme = f.scheme
+		}
+	}
+	fast := !p.opts.DisableFastPath && (f == nil || f.transport == nil) && fastEligible(out, pl, upgrade)
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	attempts := min(p.opts.Retries+1, len(pl.eps))
 	for {
 		now := time.Now()
-		ep := pl.pick(p.opts.Balance, tried, now)
+		var ep *endpoint
+		if f != nil && len(tried) == 0 && f.preferred != nil {
+			ep = f.preferred
+		} else {
+			ep = pl.pick(p.opts.Balance, tried, now)
+		}
 		if ep == nil {
 			break
 		}
 		tried = append(tried, ep)
 		url := *r.URL
-		url.Scheme, url.Host = "http", ep.hostport
+		if f != nil && f.path != "" {
+			url.Path, url.RawPath = f.path, ""
+		}
+		url.Scheme, url.Host = scheme, ep.hostport
 		out.URL = &url
 		ep.inflight.Add(1)
 		var resp *http.Response
 		var err error
 		if fast {
-			resp, err = p.roundTrip1(out, ep, body)
+			resp, err = p.roundTrip1(out, ep, body, to)
 		} else {
 			resp, err = transport.RoundTrip(out)
 		}
 		if err == nil {
-			code, sent, aborted = h.respond(w, r, resp, ep)
-			ep.inflight.Add(-1)
 			if body != nil {
 				received = body.n
 			}
+			if f != nil && f.intercept(resp) {
+				ep.inflight.Add(-1)
+				return resp.StatusCode, ep.hostport, 0, received, false
+			}
+			code, sent, aborted = h.respond(w, r, resp, ep, f)
+			ep.inflight.Add(-1)
 			return code, ep.hostport, sent, received, aborted
 		}
 		ep.inflight.Add(-1)
 		if r.Context().Err() != nil {
 			return statusClientClosed, ep.hostport, 0, 0, false
+		}
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.plain(w, http.StatusRequestEntityTooLarge, "the request body is larger than the Ingress allows (proxy-body-size)")
+			return http.StatusRequestEntityTooLarge, ep.hostport, 0, tooBig.Limit, false
 		}
 		bs.upstreamErrors.Add(1)
 		var de *dialError
@@ -226,7 +294,7 @@ func (h *handler) outgoing(r *http.Request) *http.Request {
 
 // respond copies a backend response to the client, streaming: a body of unknown length is flushed
 // as it arrives, and trailers (gRPC status) follow it.
-func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, ep *endpoint) (code int, sent int64, aborted bool) {
+func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, ep *endpoint, f *fwd) (code int, sent int64, aborted bool) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		code, sent = h.upgrade(w, r, resp)
 		return code, sent, false
@@ -249,6 +317,12 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 		delete(dst, k)
 	}
 	dst["Server"] = h.p.serverHdr
+	if f != nil {
+		f.decorate(dst, ep)
+		if f.buffer && r.Method != http.MethodHead && len(resp.Trailer) == 0 {
+			return h.respondBuffered(w, resp, ep)
+		}
+	}
 	var announced []string
 	if len(resp.Trailer) > 0 {
 		announced = make([]string, 0, len(resp.Trailer))

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -37,6 +38,10 @@ type Options struct {
 	// DisableFastPath sends every request through net/http's Transport instead of the in-goroutine
 	// HTTP/1.1 path (see fastpath.go).
 	DisableFastPath bool
+	// MaxConnsPerBackend bounds the upstream connections in use at once per backend (Service port),
+	// over all its endpoints; requests beyond it wait up to the connect timeout, then get 503.
+	// 0 is no bound.
+	MaxConnsPerBackend int
 	// AccessLog logs every request at info level.
 	AccessLog bool
 	Logger    klog.Logger
@@ -75,11 +80,22 @@ type Proxy struct {
 	h2c       *http.Transport
 	dialer    *net.Dialer
 	metrics   *metrics
+	timeouts  timeouts // the defaults from Options
+	// transports are those of backend-protocol and per-route timeouts, by transportKey.
+	transports sync.Map
+	// authTransport sends auth-url subrequests to services outside the cluster, verifying TLS.
+	authTransport *http.Transport
+	// basicOK remembers accepted basic-auth credentials (basicKey -> expiry); cleared on Swap.
+	basicOK sync.Map
+
+	limitMu  sync.Mutex
+	limiters map[limiterKey]*limiter
 
 	// mu guards the registries below, which Swap updates and scrapes read.
 	mu           sync.Mutex
 	endpoints    map[netip.AddrPort]*endpoint
 	rotations    map[route.BackendKey]*atomic.Uint64 // round-robin counters
+	connCaps     map[route.BackendKey]*connCap
 	routeStats   map[route.RouteKey]*routeStats
 	backendStats map[route.BackendKey]*backendStats
 }
@@ -110,7 +126,12 @@ func New(opts Options, reg prometheus.Registerer) (*Proxy, error) {
 		rotations:    map[route.BackendKey]*atomic.Uint64{},
 		routeStats:   map[route.RouteKey]*routeStats{},
 		backendStats: map[route.BackendKey]*backendStats{},
+		connCaps:     map[route.BackendKey]*connCap{},
+		limiters:     map[limiterKey]*limiter{},
+		timeouts:     timeouts{opts.ConnectTimeout, opts.ReadTimeout, opts.SendTimeout},
 	}
+	p.authTransport = newTransport(opts, false)
+	p.authTransport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	p.metrics = newMetrics(p)
 	if reg != nil {
 		if err := reg.Register(p.metrics); err != nil {
@@ -142,10 +163,18 @@ func (p *Proxy) Swap(t *route.Table) {
 			p.backendStats[key] = bs
 		}
 		pl := &pool{rr: rot, h2c: b.H2C, eps: make([]*endpoint, len(b.Endpoints))}
+		if n := p.opts.MaxConnsPerBackend; n > 0 {
+			cc := p.connCaps[key]
+			if cc == nil {
+				cc = newConnCap(n)
+				p.connCaps[key] = cc
+			}
+			pl.conns = cc
+		}
 		for j, a := range b.Endpoints {
 			e := p.endpoints[a]
 			if e == nil {
-				e = &endpoint{addr: a, hostport: a.String()}
+				e = &endpoint{addr: a, hostport: a.String(), cookie: cookieValue(a.String())}
 				p.endpoints[a] = e
 			}
 			liveEPs[a] = true
@@ -182,8 +211,11 @@ func (p *Proxy) Swap(t *route.Table) {
 		if !liveBackends[k] {
 			delete(p.rotations, k)
 			delete(p.backendStats, k)
+			delete(p.connCaps, k)
 		}
 	}
+	p.keepLimiters(t)
+	p.basicOK.Clear()
 	for k, rs := range p.routeStats {
 		if !liveRoutes[k] {
 			p.metrics.latency.DeleteLabelValues(rs.labels...)
@@ -229,6 +261,11 @@ func (p *Proxy) Routes() []cluster.Route {
 func (p *Proxy) CloseIdleConnections() {
 	p.http1.CloseIdleConnections()
 	p.h2c.CloseIdleConnections()
+	p.authTransport.CloseIdleConnections()
+	p.transports.Range(func(_, t any) bool {
+		t.(*http.Transport).CloseIdleConnections()
+		return true
+	})
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range p.endpoints {
@@ -239,5 +276,5 @@ func (p *Proxy) CloseIdleConnections() {
 // Handler returns the handler for one listener; scheme ("http" or "https") and port are what the
 // X-Forwarded-Proto and X-Forwarded-Port headers report.
 func (p *Proxy) Handler(scheme string, port int) http.Handler {
-	return &handler{p: p, proto: []string{scheme}, port: []string{strconv.Itoa(port)}}
+	return &handler{p: p, proto: []string{scheme}, port: []string{strconv.Itoa(port)}, tls: scheme == "https"}
 }

@@ -13,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/baregate/baregate/ingress/annotations"
 	"github.com/baregate/baregate/internal/cluster"
 )
 
@@ -32,7 +33,9 @@ func (p Problem) String() string {
 // unrelated change does not parse every key again. The zero value is ready to use; a Builder is not
 // safe for concurrent use.
 type Builder struct {
-	certs map[types.NamespacedName]parsedCert
+	// Defaults are the ingress-nginx ConfigMap-level settings (HSTS); nil means ingress-nginx's.
+	Defaults *annotations.Defaults
+	certs    map[types.NamespacedName]parsedCert
 }
 
 type parsedCert struct {
@@ -60,9 +63,25 @@ func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
 		certOwner: map[string]types.NamespacedName{},
 		usedCerts: map[types.NamespacedName]bool{},
 	}
-	for _, ing := range snap.Ingresses {
-		s.addIngress(ing)
+	// Canaries attach to the routes of their main Ingress, so they go last whatever their age.
+	type canary struct {
+		ing *networkingv1.Ingress
+		pol *Policy
 	}
+	var canaries []canary
+	for _, ing := range snap.Ingresses {
+		pol := s.policy(ing)
+		if pol.Nginx.Canary != nil {
+			canaries = append(canaries, canary{ing, pol})
+			continue
+		}
+		s.addIngress(ing, pol)
+	}
+	for _, c := range canaries {
+		s.addCanary(c.ing, c.pol)
+	}
+	s.addAliases()
+	s.orderRegexHosts()
 	for _, r := range s.t.Routes {
 		r.TLS = r.Host != "" && s.t.Certs.Lookup(r.Host) != nil
 	}
@@ -82,15 +101,16 @@ type buildState struct {
 	certOwner map[string]types.NamespacedName // certificate name -> Secret serving it
 	usedCerts map[types.NamespacedName]bool
 	problems  []Problem
+	aliases   []aliasRequest
 }
 
 func (s *buildState) problem(ing *networkingv1.Ingress, reason, format string, args ...any) {
 	s.problems = append(s.problems, Problem{Ingress: ing, Reason: reason, Message: fmt.Sprintf(format, args...)})
 }
 
-func (s *buildState) addIngress(ing *networkingv1.Ingress) {
+func (s *buildState) addIngress(ing *networkingv1.Ingress, policy *Policy) {
 	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
-	policy := s.policy(ing)
+	s.noteAliases(ing, policy)
 	if db := ing.Spec.DefaultBackend; db != nil {
 		if s.t.Default == nil {
 			s.addRoute(&Route{Ingress: key, Policy: policy, Backend: s.backend(ing, *db)})
@@ -111,13 +131,17 @@ func (s *buildState) addIngress(ing *networkingv1.Ingress) {
 		}
 		hr := s.hostRoutes(host)
 		for _, p := range rule.HTTP.Paths {
-			if err := checkPath(p.Path, p.PathType); err != nil {
+			kind := matchKind(p.PathType)
+			regex := policy.Nginx.UseRegex && kind == Prefix
+			if err := checkPath(p.Path, p.PathType, regex); err != nil {
 				s.problem(ing, "InvalidPath", "path ignored: %v", err)
 				continue
 			}
-			kind := matchKind(p.PathType)
 			byPath := hr.paths(kind)
 			pk := pathKey(kind, p.Path)
+			if regex {
+				pk, hr.hasRegex = regexKey(p.Path), true
+			}
 			if old := byPath[pk]; old != nil {
 				if old.Ingress != key {
 					s.problem(ing, "RouteConflict", "%s path %q of host %q is ignored: Ingress %s, which is older, already routes it", kind, p.Path, displayHost(host), old.Ingress)
@@ -126,7 +150,7 @@ func (s *buildState) addIngress(ing *networkingv1.Ingress) {
 				}
 				continue
 			}
-			r := &Route{Host: host, Path: p.Path, PathType: pathTypeName(p.PathType), Ingress: key, Policy: policy, Backend: s.backend(ing, p.Backend)}
+			r := &Route{Host: host, Path: p.Path, PathType: pathTypeName(p.PathType), Regex: regex, Ingress: key, Policy: policy, Backend: s.backend(ing, p.Backend)}
 			byPath[pk] = r
 			s.addRoute(r)
 		}

@@ -32,7 +32,7 @@ func pathTypeName(pt *networkingv1.PathType) string {
 // checkPath reports why a path cannot be routed, or nil. The API server validates Exact and Prefix
 // paths already; this guards against objects from older servers and against ImplementationSpecific
 // paths written for other controllers.
-func checkPath(path string, pt *networkingv1.PathType) error {
+func checkPath(path string, pt *networkingv1.PathType, regex bool) error {
 	if pt != nil {
 		switch *pt {
 		case networkingv1.PathTypeExact, networkingv1.PathTypePrefix, networkingv1.PathTypeImplementationSpecific:
@@ -55,9 +55,9 @@ func checkPath(path string, pt *networkingv1.PathType) error {
 			return fmt.Errorf("path %q contains %q, which no request path can", path, c)
 		}
 	}
-	if pt == nil || *pt == networkingv1.PathTypeImplementationSpecific {
+	if !regex && (pt == nil || *pt == networkingv1.PathTypeImplementationSpecific) {
 		if strings.ContainsAny(path, regexChars) {
-			return fmt.Errorf("path %q looks like a regular expression; baregate matches ImplementationSpecific paths as Prefix paths", path)
+			return fmt.Errorf("path %q looks like a regular expression; baregate matches ImplementationSpecific paths as Prefix paths unless nginx.ingress.kubernetes.io/use-regex is \"true\"", path)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ package route
 import (
 	"crypto/tls"
 	"net/netip"
+	"regexp"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -45,6 +46,13 @@ type Route struct {
 	Policy   *Policy
 	// TLS is set when a certificate from the Ingresses covers Host.
 	TLS bool
+	// Regex is set when Path is a regular expression (use-regex or rewrite-target).
+	Regex bool
+	// Canary is the route of a canary Ingress for the same host and path, or nil. The proxy sends a
+	// request there when the canary's annotations say so; Match never returns it.
+	Canary *Route
+
+	re *regexp.Regexp // set for paths of hosts matched by regular expressions
 }
 
 // Backend is one Service port behind one or more routes, with the endpoints to send requests to.
@@ -83,6 +91,10 @@ func (r *Route) Key() RouteKey { return RouteKey{r.Host, r.PathType, r.Path, r.I
 type hostRoutes struct {
 	exact  map[string]*Route
 	prefix map[string]*Route // by path without trailing slashes ("/" stays "/")
+	// ordered is set when a path of the host is a regular expression: then every non-Exact path is
+	// matched as one, in this order (see orderRegexHosts).
+	ordered  []*Route
+	hasRegex bool
 }
 
 // Match returns the route for a request's Host header (a port is ignored) and URL path, or nil when
@@ -120,6 +132,14 @@ func (t *Table) Match(host, path string) *Route {
 func (h *hostRoutes) match(path string) *Route {
 	if r := h.exact[path]; r != nil {
 		return r
+	}
+	if h.ordered != nil {
+		for _, r := range h.ordered {
+			if r.re != nil && r.re.MatchString(path) {
+				return r
+			}
+		}
+		return nil
 	}
 	if len(h.prefix) == 0 {
 		return nil
