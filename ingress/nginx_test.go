@@ -37,7 +37,7 @@ func TestNginxRewriteTarget(t *testing.T) {
 		{"/something", "/", "/something"},
 		{"/something/", "/", "/something"},
 		{"/something/new?x=1", "/new?x=1", "/something"},
-		{"/SOMETHING/case", "/case", "/something"},    // nginx ~* is case-insensitive
+		{"/SOMETHING/case", "/case", "/something"},                               // nginx ~* is case-insensitive
 		{"/something/exact/longer-path/x", "/something/exact/longer-path/x", ""}, // the longer path is tried first
 		{"/something/exact/x", "/exact/x", "/something"},
 	} {
