@@ -1,0 +1,139 @@
+package acme
+
+import (
+	"context"
+	"crypto/tls"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/baregate/baregate/internal/cluster"
+)
+
+func ingress(name string, annotated bool, rules []string, tls ...networkingv1.IngressTLS) *networkingv1.Ingress {
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}, Spec: networkingv1.IngressSpec{TLS: tls}}
+	if annotated {
+		ing.Annotations = map[string]string{Annotation: "true"}
+	}
+	for _, h := range rules {
+		ing.Spec.Rules = append(ing.Spec.Rules, networkingv1.IngressRule{Host: h})
+	}
+	return ing
+}
+
+func TestHosts(t *testing.T) {
+	managed := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "managed", Labels: map[string]string{ManagedLabel: "true"}}}
+	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "users"}}
+	secrets := map[types.NamespacedName]*corev1.Secret{{Namespace: "ns", Name: "managed"}: managed, {Namespace: "ns", Name: "users"}: users}
+	tests := []struct {
+		name   string
+		ings   []*networkingv1.Ingress
+		allTLS bool
+		want   []string // host=secret@ingress
+	}{{
+		name: "annotated: rule and tls hosts, tls secretName kept, default name otherwise",
+		ings: []*networkingv1.Ingress{ingress("a", true, []string{"Shop.Example.com", "api.example.com"}, networkingv1.IngressTLS{Hosts: []string{"shop.example.com"}, SecretName: "shop-cert"})},
+		want: []string{"shop.example.com=shop-cert@a", "api.example.com=api.example.com-tls@a"},
+	}, {
+		name: "not annotated: nothing, even with tls",
+		ings: []*networkingv1.Ingress{ingress("a", false, []string{"shop.example.com"}, networkingv1.IngressTLS{Hosts: []string{"shop.example.com"}})},
+	}, {
+		name: "never wildcards, IPs, single labels, invalid names or the annotation set to anything but true",
+		ings: []*networkingv1.Ingress{
+			ingress("a", true, []string{"*.example.com", "192.0.2.1", "localhost", "bad_name.example.com", ""}),
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b", Annotations: map[string]string{Annotation: "yes"}}, Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{Host: "b.example.com"}}}},
+		},
+	}, {
+		name: "the oldest Ingress owns a host",
+		ings: []*networkingv1.Ingress{ingress("old", true, []string{"shop.example.com"}), ingress("new", true, []string{"shop.example.com"}, networkingv1.IngressTLS{Hosts: []string{"shop.example.com"}, SecretName: "x"})},
+		want: []string{"shop.example.com=shop.example.com-tls@old"},
+	}, {
+		name:   "all TLS hosts: missing or managed Secrets only, never the user's own",
+		allTLS: true,
+		ings: []*networkingv1.Ingress{ingress("a", false, []string{"a.example.com", "plain.example.com"},
+			networkingv1.IngressTLS{Hosts: []string{"a.example.com"}, SecretName: "missing"},
+			networkingv1.IngressTLS{Hosts: []string{"m.example.com"}, SecretName: "managed"},
+			networkingv1.IngressTLS{Hosts: []string{"u.example.com"}, SecretName: "users"},
+			networkingv1.IngressTLS{Hosts: []string{"n.example.com"}},
+		)},
+		want: []string{"a.example.com=missing@a", "m.example.com=managed@a", "n.example.com=n.example.com-tls@a"},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, h := range Hosts(&cluster.Snapshot{Ingresses: tc.ings, Secrets: secrets}, tc.allTLS) {
+				got = append(got, h.Name+"="+h.Secret.Name+"@"+h.Ingress.Name)
+				if h.Secret.Namespace != h.Ingress.Namespace {
+					t.Errorf("Secret %s not in the Ingress's namespace", h.Secret)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Hosts = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaultSecretName(t *testing.T) {
+	long := strings.Repeat("abcdefghi.", 25) + "com" // 253 characters
+	for _, h := range []string{"shop.example.com", long} {
+		if n := DefaultSecretName(h); len(n) > 253 || !strings.HasSuffix(n, "-tls") {
+			t.Errorf("DefaultSecretName(%d chars) = %q", len(h), n)
+		}
+	}
+}
+
+// TestHostPolicy checks that nothing but the listed hosts reaches autocert: not other SNI names,
+// not the challenge handler for other hosts.
+func TestHostPolicy(t *testing.T) {
+	m, err := New(Config{DirectoryURL: LetsEncrypt, HTTP01: true, RenewBefore: 720 * time.Hour, RetryInterval: time.Minute},
+		cluster.Deps{NodeName: "n", Namespace: "baregate-system", Client: fake.NewClientset()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Update(&cluster.Snapshot{Ingresses: []*networkingv1.Ingress{ingress("a", true, []string{"shop.example.com"})}})
+	for host, want := range map[string]bool{
+		"shop.example.com": true, "SHOP.example.com.": true, "shop.example.com:80": true,
+		"other.example.com": false, "example.com": false, "": false, "x.shop.example.com": false,
+	} {
+		if got := m.hostPolicy(context.Background(), host) == nil; got != want {
+			t.Errorf("hostPolicy(%q) allows: %v, want %v", host, got, want)
+		}
+	}
+	// Names outside the policy are left to the caller, without any ACME work.
+	c, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "other.example.com", SupportedProtos: []string{"acme-tls/1"}})
+	if c != nil || err != nil {
+		t.Errorf("GetCertificate for a foreign name = %v, %v; want nil, nil", c, err)
+	}
+	// An ACME host without a certificate yet: nil too (the default certificate is served meanwhile).
+	if c, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "shop.example.com"}); c != nil || err != nil {
+		t.Errorf("GetCertificate before issuance = %v, %v; want nil, nil", c, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{DirectoryURL: LetsEncrypt, RenewBefore: 720 * time.Hour, RetryInterval: time.Minute}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"http directory": func(c *Config) { c.DirectoryURL = "http://acme.example/dir" },
+		"bad email":      func(c *Config) { c.Email = "Admin <admin@example.com>" },
+		"missing CA":     func(c *Config) { c.CAFile = "/nonexistent/ca.pem" },
+		"short renew":    func(c *Config) { c.RenewBefore = time.Hour },
+		"zero retry":     func(c *Config) { c.RetryInterval = 0 },
+	} {
+		c := ok
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
