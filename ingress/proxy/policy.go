@@ -135,7 +135,11 @@ func (p *Proxy) newFwd(r *http.Request, rt *route.Route, pl *pool, ip netip.Addr
 		f.transport, f.scheme = p.transportFor(n.BackendProtocol, pl.h2c, f.timeouts)
 	}
 	if rt.Regex && n.RewriteTarget != "" {
-		f.path = n.Rewrite(r.URL.Path, rt.Path)
+		path := r.URL.Path
+		if path == "" {
+			path = "/" // as Match saw it
+		}
+		f.path = n.Rewrite(path, rt.Path)
 	}
 	switch {
 	case n.Affinity != nil:
