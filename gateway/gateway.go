@@ -138,12 +138,16 @@ type gateway struct {
 // publish builds a snapshot from the caches and hands it to every component.
 func (g *gateway) publish(ctx context.Context) error {
 	start := time.Now()
-	snap := g.watch.snapshot(ctx)
+	snap, since := g.watch.snapshot(ctx)
 	g.latest.Store(snap)
 	for _, c := range g.comps {
 		c.Update(snap)
 	}
-	g.metrics.snapshotDuration.Observe(time.Since(start).Seconds())
+	now := time.Now()
+	g.metrics.snapshotDuration.Observe(now.Sub(start).Seconds())
+	if !since.IsZero() {
+		g.metrics.eventLatency.Observe(now.Sub(since).Seconds())
+	}
 	g.metrics.snapshotGeneration.Set(float64(snap.Generation))
 	g.metrics.services.Set(float64(len(snap.Services)))
 	g.firstOnce.Do(func() { close(g.first) })

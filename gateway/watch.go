@@ -9,11 +9,10 @@ import (
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -60,13 +59,25 @@ type watcher struct {
 	metallbMu sync.Mutex
 	pools     cache.SharedIndexInformer // nil until the MetalLB CRDs are seen
 	l2s       cache.SharedIndexInformer
+	// handlersSynced report whether each event handler has been told of every object of its
+	// informer's first list: the snapshot learns objects only through them, so a snapshot taken
+	// before would miss objects (and nodeport would withdraw their rules).
+	handlersSynced []cache.InformerSynced
+	metallbSynced  []cache.InformerSynced // the MetalLB informers' handlers, once started
 
 	generation atomic.Uint64
+
+	// changes collects which objects changed since the last snapshot; only the snapshot's
+	// Builder reads the caches, and only for those keys.
+	changes changes
+	builder *cluster.Builder // used only by snapshot (the snapshot Runner's sync)
 }
 
 func newWatcher(nodeName string, withPods, withIngress bool, client kubernetes.Interface, dyn dynamic.Interface, liveness cluster.Liveness, onChange func()) *watcher {
 	w := &watcher{nodeName: nodeName, withPods: withPods, client: client, dynamic: dyn, disco: client.Discovery(),
-		liveness: liveness, onChange: onChange}
+		liveness: liveness, onChange: onChange,
+		// The ingress package knows which annotations name a Secret; the snapshot keeps those.
+		builder: cluster.NewBuilder(nodeName, annotations.SecretRefs)}
 	// No periodic resync: every change arrives as an event, and components re-apply on their own.
 	w.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTransform(stripManagedFields))
@@ -114,20 +125,37 @@ func stripManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-func (w *watcher) handler() cache.ResourceEventHandler {
+// handler records which object of kind changed and asks for a snapshot. It only notes the key:
+// the snapshot reads the object from the cache then, so a burst of updates to one object costs one
+// lookup, and a delete followed by a re-create is seen as what it ended as.
+func (w *watcher) handler(kind cluster.Kind) cache.ResourceEventHandler {
+	note := func(obj any) {
+		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		if err != nil {
+			return
+		}
+		w.changes.note(kind, key)
+		w.onChange()
+	}
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { w.onChange() },
-		UpdateFunc: func(any, any) { w.onChange() },
-		DeleteFunc: func(any) { w.onChange() },
+		AddFunc:    func(obj any) { note(obj) },
+		UpdateFunc: func(_, obj any) { note(obj) },
+		DeleteFunc: note,
 	}
 }
 
 // start registers handlers, starts the informers and waits for their first sync. The MetalLB
 // informers join later if the CRDs appear while running.
 func (w *watcher) start(ctx context.Context) error {
-	for _, inf := range w.informers() {
-		if _, err := inf.AddEventHandler(w.handler()); err != nil {
-			return fmt.Errorf("adding event handler: %w", err)
+	for kind, infs := range w.sources() {
+		for _, inf := range infs {
+			reg, err := inf.AddEventHandler(w.handler(kind))
+			if err != nil {
+				return fmt.Errorf("adding event handler: %w", err)
+			}
+			w.metallbMu.Lock()
+			w.handlersSynced = append(w.handlersSynced, reg.HasSynced)
+			w.metallbMu.Unlock()
 		}
 	}
 	w.factory.Start(ctx.Done())
@@ -149,14 +177,31 @@ func (w *watcher) start(ctx context.Context) error {
 			}
 		}()
 	}
-	var synced []cache.InformerSynced
-	for _, inf := range w.informers() {
-		synced = append(synced, inf.HasSynced)
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+	if !cache.WaitForCacheSync(ctx.Done(), w.synced) {
 		return fmt.Errorf("waiting for informer caches to sync: %w", ctx.Err())
 	}
 	return nil
+}
+
+// sources are the informers whose objects make up each kind of the snapshot, MetalLB's left out
+// (they start later).
+func (w *watcher) sources() map[cluster.Kind][]cache.SharedIndexInformer {
+	out := map[cluster.Kind][]cache.SharedIndexInformer{
+		cluster.KindService:       {w.services},
+		cluster.KindEndpointSlice: {w.slices},
+		cluster.KindNode:          {w.nodes},
+		cluster.KindNamespace:     {w.namespaces},
+		cluster.KindIngress:       {w.ingresses},
+		cluster.KindIngressClass:  {w.classes},
+		cluster.KindSecret:        {w.tlsSecrets},
+	}
+	if w.pods != nil {
+		out[cluster.KindPod] = []cache.SharedIndexInformer{w.pods}
+	}
+	if w.authSecret != nil {
+		out[cluster.KindSecret] = append(out[cluster.KindSecret], w.authSecret)
+	}
+	return out
 }
 
 func (w *watcher) informers() []cache.SharedIndexInformer {
@@ -205,10 +250,13 @@ func (w *watcher) startMetalLB(ctx context.Context) bool {
 	}
 	w.pools = w.dynFact.ForResource(poolsGVR).Informer()
 	w.l2s = w.dynFact.ForResource(l2GVR).Informer()
-	for _, inf := range []cache.SharedIndexInformer{w.pools, w.l2s} {
-		if _, err := inf.AddEventHandler(w.handler()); err != nil {
+	for kind, inf := range map[cluster.Kind]cache.SharedIndexInformer{cluster.KindPool: w.pools, cluster.KindL2Advertisement: w.l2s} {
+		reg, err := inf.AddEventHandler(w.handler(kind))
+		if err != nil {
 			klog.FromContext(ctx).Error(err, "Adding MetalLB event handler")
+			continue
 		}
+		w.metallbSynced = append(w.metallbSynced, reg.HasSynced)
 	}
 	w.dynFact.Start(ctx.Done())
 	klog.FromContext(ctx).Info("Watching MetalLB IPAddressPools and L2Advertisements")
@@ -231,76 +279,129 @@ func (w *watcher) watchCRDs(ctx context.Context) {
 	}
 }
 
-// snapshot lists the caches into a new Snapshot.
-func (w *watcher) snapshot(ctx context.Context) *cluster.Snapshot {
-	in := cluster.Inputs{
-		NodeName:       w.nodeName,
-		Services:       list[*corev1.Service](w.services),
-		EndpointSlices: list[*discoveryv1.EndpointSlice](w.slices),
-		Nodes:          list[*corev1.Node](w.nodes),
-		Namespaces:     list[*corev1.Namespace](w.namespaces),
-		Ingresses:      list[*networkingv1.Ingress](w.ingresses),
-		IngressClasses: list[*networkingv1.IngressClass](w.classes),
-		Secrets:        list[*corev1.Secret](w.tlsSecrets),
-		// The ingress package knows which annotations name a Secret; the snapshot keeps those.
-		IngressSecretRefs: annotations.SecretRefs,
-	}
-	if w.pods != nil {
-		in.Pods = list[*corev1.Pod](w.pods)
-	}
-	if w.authSecret != nil {
-		in.Secrets = append(in.Secrets, list[*corev1.Secret](w.authSecret)...)
-	}
+// snapshot hands the Builder the objects that changed since the last snapshot, read from the
+// caches, and builds the next Snapshot: the cost follows the changes, not the cluster's size. It
+// also returns when the oldest informer event the snapshot includes arrived (zero if none).
+func (w *watcher) snapshot(ctx context.Context) (*cluster.Snapshot, time.Time) {
+	sources := w.sources()
 	w.metallbMu.Lock()
-	pools, l2s := w.pools, w.l2s
+	if w.pools != nil && allSynced(w.metallbSynced) {
+		// Half-listed pools would look like deleted ones to the allocator: wait for both lists.
+		sources[cluster.KindPool] = []cache.SharedIndexInformer{w.pools}
+		sources[cluster.KindL2Advertisement] = []cache.SharedIndexInformer{w.l2s}
+	}
 	w.metallbMu.Unlock()
-	if pools != nil && pools.HasSynced() && l2s.HasSynced() {
-		in.Pools = convertAll[metallbv1beta1.IPAddressPool](ctx, pools)
-		in.L2Advertisements = convertAll[metallbv1beta1.L2Advertisement](ctx, l2s)
+	changed, since := w.changes.take(sources)
+	for kind, keys := range changed {
+		for _, key := range keys {
+			w.apply(ctx, kind, key, sources[kind])
+		}
 	}
 	if w.liveness != nil {
-		in.LiveNodes = w.liveness.LiveNodes()
+		w.builder.SetLiveNodes(w.liveness.LiveNodes())
 	}
-	return cluster.NewSnapshot(w.generation.Add(1), time.Now(), in)
+	return w.builder.Build(w.generation.Add(1), time.Now()), since
 }
 
-func list[T runtime.Object](inf cache.SharedIndexInformer) []T {
-	objs := inf.GetStore().List()
-	out := make([]T, 0, len(objs))
-	for _, o := range objs {
-		if t, ok := o.(T); ok {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-// convertAll turns the dynamic informer's unstructured objects into MetalLB's typed objects; an
-// object that does not convert is logged and left out rather than failing the snapshot.
-func convertAll[T any, PT interface {
-	*T
-	metav1.Object
-}](ctx context.Context, inf cache.SharedIndexInformer) []PT {
-	var out []PT
-	for _, o := range inf.GetStore().List() {
-		u, ok := o.(*unstructured.Unstructured)
-		if !ok {
+// apply sets the object of kind and key from the first informer that holds it, or deletes it when
+// none does: a Secret recreated with another type moves between the Secret informers.
+func (w *watcher) apply(ctx context.Context, kind cluster.Kind, key string, infs []cache.SharedIndexInformer) {
+	for _, inf := range infs {
+		obj, ok, err := inf.GetStore().GetByKey(key)
+		if err != nil || !ok {
 			continue
 		}
-		obj := PT(new(T))
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
-			klog.FromContext(ctx).Error(err, "Ignoring malformed MetalLB object", "kind", u.GetKind(), "object", klog.KObj(u))
-			continue
+		if u, isU := obj.(*unstructured.Unstructured); isU {
+			if obj, err = convert(kind, u); err != nil {
+				klog.FromContext(ctx).Error(err, "Ignoring malformed MetalLB object", "kind", u.GetKind(), "object", klog.KObj(u))
+				break // as if it did not exist
+			}
 		}
-		out = append(out, obj)
+		w.builder.Set(obj)
+		return
 	}
-	return out
+	ns, name, _ := cache.SplitMetaNamespaceKey(key)
+	w.builder.Delete(kind, types.NamespacedName{Namespace: ns, Name: name})
 }
 
-// synced reports whether every informer has completed its first list.
+// convert turns the dynamic informer's unstructured MetalLB objects into MetalLB's typed ones.
+func convert(kind cluster.Kind, u *unstructured.Unstructured) (any, error) {
+	var obj any
+	switch kind {
+	case cluster.KindPool:
+		obj = &metallbv1beta1.IPAddressPool{}
+	case cluster.KindL2Advertisement:
+		obj = &metallbv1beta1.L2Advertisement{}
+	default:
+		return nil, fmt.Errorf("no typed object for kind %d", kind)
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// changes is the set of object keys, by kind, that changed since the last snapshot.
+type changes struct {
+	mu     sync.Mutex
+	byKind map[cluster.Kind]map[string]bool
+	since  time.Time // when the oldest noted change arrived
+}
+
+func (c *changes) note(kind cluster.Kind, key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.since.IsZero() {
+		c.since = time.Now()
+	}
+	if c.byKind == nil {
+		c.byKind = map[cluster.Kind]map[string]bool{}
+	}
+	if c.byKind[kind] == nil {
+		c.byKind[kind] = map[string]bool{}
+	}
+	c.byKind[kind][key] = true
+}
+
+// take removes and returns the changed keys of the kinds in sources, and when the oldest change
+// arrived; the other kinds' stay noted until their informers are ready.
+func (c *changes) take(sources map[cluster.Kind][]cache.SharedIndexInformer) (map[cluster.Kind][]string, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	since := c.since
+	c.since = time.Time{}
+	out := map[cluster.Kind][]string{}
+	for kind, keys := range c.byKind {
+		if _, ok := sources[kind]; !ok {
+			continue
+		}
+		for key := range keys {
+			out[kind] = append(out[kind], key)
+		}
+		delete(c.byKind, kind)
+	}
+	if len(c.byKind) > 0 {
+		c.since = time.Now() // what stays was waiting, but is not in this snapshot
+	}
+	return out, since
+}
+
+// synced reports whether every informer has completed its first list and every event handler has
+// been told of it.
 func (w *watcher) synced() bool {
 	for _, inf := range w.informers() {
 		if !inf.HasSynced() {
+			return false
+		}
+	}
+	w.metallbMu.Lock()
+	defer w.metallbMu.Unlock()
+	return allSynced(w.handlersSynced) && allSynced(w.metallbSynced)
+}
+
+func allSynced(fns []cache.InformerSynced) bool {
+	for _, f := range fns {
+		if !f() {
 			return false
 		}
 	}

@@ -8,10 +8,15 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Runner calls a sync function when triggered, coalescing triggers: a lone trigger after a quiet
-// period syncs at once, a burst gives one sync at most every MinInterval, and a failed sync is retried
-// with exponential back-off (the caller keeps serving its last good state meanwhile). It is the
-// design's "sync runner"; every component drives its apply step with one.
+// Runner calls a sync function when triggered, coalescing triggers: a quiet change syncs at once, a
+// storm gives one sync per MinInterval on average, and a failed sync is retried with exponential
+// back-off (the caller keeps serving its last good state meanwhile). It is the design's "sync
+// runner"; every component drives its apply step with one.
+//
+// The rate limit is a token bucket of runnerBurst syncs refilled at one per MinInterval, as
+// kube-proxy's BoundedFrequencyRunner: a change that follows one recent sync (the usual case: a
+// Deployment's new Pod gives a slice update, then another) is still applied at once instead of
+// waiting out the rest of MinInterval; only a third sync within MinInterval waits.
 type Runner struct {
 	name        string
 	fn          func(context.Context) error
@@ -34,6 +39,9 @@ type Runner struct {
 
 // NewRunner returns a Runner for fn. minInterval bounds the sync rate; failures back off from
 // minBackoff doubling to maxBackoff.
+// runnerBurst is how many syncs may follow one another without waiting.
+const runnerBurst = 2
+
 func NewRunner(name string, minInterval, minBackoff, maxBackoff time.Duration, fn func(context.Context) error) *Runner {
 	return &Runner{
 		name:        name,
@@ -91,7 +99,7 @@ func (st RunnerStatus) Healthy(now time.Time, within time.Duration) bool {
 func (r *Runner) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithValues("runner", r.name)
 	r.Trigger()
-	var last time.Time
+	bucket := tokenBucket{per: r.minInterval, tokens: runnerBurst}
 	retry := time.NewTimer(0)
 	<-retry.C
 	for {
@@ -101,11 +109,13 @@ func (r *Runner) Run(ctx context.Context) {
 		case <-r.kick:
 		case <-retry.C:
 		}
-		if wait := r.minInterval - r.now().Sub(last); !last.IsZero() && wait > 0 {
+		if wait := bucket.wait(r.now()); wait > 0 {
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return
-			case <-time.After(wait):
+			case <-t.C:
 			}
 		}
 		// Drain the kick so triggers that arrived while waiting are covered by this sync.
@@ -122,7 +132,7 @@ func (r *Runner) Run(ctx context.Context) {
 		startSeq := r.seq
 		r.mu.Unlock()
 
-		last = r.now()
+		bucket.take(r.now())
 		err := r.fn(ctx)
 
 		r.mu.Lock()
@@ -167,4 +177,41 @@ func (r *Runner) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// tokenBucket allows runnerBurst syncs at once and one more per per; per == 0 allows any rate.
+type tokenBucket struct {
+	per    time.Duration
+	tokens float64
+	at     time.Time // when tokens was last brought up to date; zero before the first take
+}
+
+func (b *tokenBucket) refill(now time.Time) {
+	if b.per <= 0 || b.at.IsZero() {
+		return
+	}
+	b.tokens = min(runnerBurst, b.tokens+float64(now.Sub(b.at))/float64(b.per))
+	b.at = now
+}
+
+// wait is how long until a token is free.
+func (b *tokenBucket) wait(now time.Time) time.Duration {
+	if b.per <= 0 {
+		return 0
+	}
+	b.refill(now)
+	if b.tokens >= 1 {
+		return 0
+	}
+	return time.Duration((1 - b.tokens) * float64(b.per))
+}
+
+// take spends a token (the caller waited for one).
+func (b *tokenBucket) take(now time.Time) {
+	if b.per <= 0 {
+		return
+	}
+	b.refill(now)
+	b.tokens = max(0, b.tokens-1)
+	b.at = now
 }

@@ -64,34 +64,77 @@ func TestRunnerCoalescesBursts(t *testing.T) {
 	}
 }
 
-func TestRunnerRateLimitsButAppliesLoneChangeAtOnce(t *testing.T) {
+func TestRunnerRateLimitsButAppliesQuietChangesAtOnce(t *testing.T) {
+	const interval = 500 * time.Millisecond
 	var times []time.Time
 	var mu sync.Mutex
-	r := NewRunner("t", 200*time.Millisecond, time.Second, time.Second, func(context.Context) error {
+	r := NewRunner("t", interval, time.Second, time.Second, func(context.Context) error {
 		mu.Lock()
 		times = append(times, time.Now())
 		mu.Unlock()
 		return nil
 	})
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(times) }
+	at := func(i int) time.Time { mu.Lock(); defer mu.Unlock(); return times[i] }
 	startRunner(t, r)
 	waitFor(t, "first sync", func() bool { return count() == 1 })
-	r.Trigger()
+	// A change right after a sync is still applied at once (the burst), as is a lone change after a
+	// quiet period. The bound is the interval itself: reaching it would mean the limiter held the
+	// change back.
+	second := time.Now()
 	r.Trigger()
 	waitFor(t, "second sync", func() bool { return count() == 2 })
-	time.Sleep(250 * time.Millisecond)
-	lone := time.Now()
+	if wait := at(1).Sub(second); wait >= interval {
+		t.Errorf("a change right after one sync waited %v", wait)
+	}
+	// A third within the interval is a storm: it waits for its turn.
+	r.Trigger()
 	r.Trigger()
 	waitFor(t, "third sync", func() bool { return count() == 3 })
-	mu.Lock()
-	defer mu.Unlock()
-	if gap := times[1].Sub(times[0]); gap < 200*time.Millisecond {
-		t.Errorf("second sync came %v after the first; the minimum interval is 200ms", gap)
+	if gap := at(2).Sub(at(0)); gap < interval {
+		t.Errorf("three syncs within %v; the limit is %d per %v beyond the burst", gap, runnerBurst, interval)
 	}
-	// A lone change after a quiet period is not held back by the rate limit. The bound is the
-	// interval itself: waiting for it would mean the limiter delayed the change.
-	if wait := times[2].Sub(lone); wait >= 200*time.Millisecond {
-		t.Errorf("a lone change waited %v", wait)
+	time.Sleep(interval + 100*time.Millisecond)
+	lone := time.Now()
+	r.Trigger()
+	waitFor(t, "fourth sync", func() bool { return count() == 4 })
+	if wait := at(3).Sub(lone); wait >= interval {
+		t.Errorf("a lone change after a quiet period waited %v", wait)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := count(); n != 4 {
+		t.Errorf("%d syncs for 4 changes", n)
+	}
+}
+
+func TestTokenBucket(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	b := tokenBucket{per: time.Second, tokens: runnerBurst}
+	for i := range runnerBurst {
+		if w := b.wait(t0); w != 0 {
+			t.Fatalf("sync %d of the burst waits %v", i+1, w)
+		}
+		b.take(t0)
+	}
+	if w := b.wait(t0.Add(300 * time.Millisecond)); w != 700*time.Millisecond {
+		t.Errorf("after the burst: wait %v, want the rest of the interval, 700ms", w)
+	}
+	b.take(t0.Add(time.Second))
+	if w := b.wait(t0.Add(time.Second)); w != time.Second {
+		t.Errorf("in a storm: wait %v, want one interval", w)
+	}
+	if w := b.wait(t0.Add(time.Hour)); w != 0 {
+		t.Errorf("after an hour's quiet: wait %v", w)
+	}
+	if b.tokens != runnerBurst {
+		t.Errorf("tokens after a long quiet = %v, want the burst %d (no more)", b.tokens, runnerBurst)
+	}
+	free := tokenBucket{}
+	for range 10 {
+		free.take(t0)
+		if w := free.wait(t0); w != 0 {
+			t.Fatalf("no interval: wait %v", w)
+		}
 	}
 }
 

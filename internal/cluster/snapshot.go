@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,21 @@ const (
 
 // Snapshot is one consistent, read-only view of the cluster as this node's gateway sees it. Every
 // object it points to is shared with the informer caches and with other components: never mutate one.
+//
+// Contract for components (what makes a cheap incremental Build possible): the gateway makes every
+// snapshot with one Builder, which shares with the previous snapshot whatever did not change, so a
+// component may compare what it saw last (any earlier snapshot, not only the one before) with the
+// new one by identity:
+//   - a *Service entry is the same pointer as long as its Service object and its EndpointSlices
+//     are the same objects; any change to either gives a new entry (ServicesChanged lists them);
+//   - every Kubernetes object (Service, EndpointSlice, Ingress, Secret, Node ...) is the informer's
+//     object, the same pointer until the object changes in the API;
+//   - a collection (Services, Ingresses, IngressClasses, Pools and L2Advertisements slices; Nodes,
+//     Pods, Namespaces, Secrets maps; LiveNodes) is the same slice or map as long as nothing of its
+//     kind changed (SameSlice and SameMap test that in O(1)).
+//
+// Identity means unchanged; a new pointer means only "maybe changed" (an update that changed
+// nothing still gives one), so a component must stay correct if it rebuilds more than needed.
 type Snapshot struct {
 	// Generation increases by one with each snapshot the gateway builds.
 	Generation uint64
@@ -61,8 +77,6 @@ type Snapshot struct {
 	// LiveNodes is the gossip's view of which nodes run a live gateway. Nil means no view yet (no gossip
 	// running), in which case every node counts as live.
 	LiveNodes map[string]bool
-
-	byKey map[types.NamespacedName]*Service
 }
 
 // Service is a Service with the EndpointSlices that belong to it, resolved.
@@ -117,7 +131,65 @@ func (e *Endpoint) Port(name string, proto corev1.Protocol) (int32, bool) {
 
 // Service returns the Service with this key, or nil.
 func (s *Snapshot) Service(key types.NamespacedName) *Service {
-	return s.byKey[key]
+	// A binary search rather than a map: an index would have to be rebuilt (10k entries) for every
+	// snapshot in which any Service changed.
+	i, ok := slices.BinarySearchFunc(s.Services, key, func(e *Service, k types.NamespacedName) int { return compareKeys(e.Key(), k) })
+	if !ok {
+		return nil
+	}
+	return s.Services[i]
+}
+
+// ServicesChanged returns the keys of the Services that differ between prev and s: added, removed,
+// or with a new entry (see the contract on Snapshot). It walks both sorted lists once and returns
+// nil at once when the lists are the same. A nil prev counts as empty.
+func (s *Snapshot) ServicesChanged(prev *Snapshot) []types.NamespacedName {
+	var old []*Service
+	if prev != nil {
+		old = prev.Services
+	}
+	if SameSlice(old, s.Services) {
+		return nil
+	}
+	var out []types.NamespacedName
+	i, j := 0, 0
+	for i < len(old) || j < len(s.Services) {
+		var c int
+		switch {
+		case i == len(old):
+			c = 1
+		case j == len(s.Services):
+			c = -1
+		default:
+			c = compareKeys(old[i].Key(), s.Services[j].Key())
+		}
+		switch {
+		case c < 0:
+			out = append(out, old[i].Key())
+			i++
+		case c > 0:
+			out = append(out, s.Services[j].Key())
+			j++
+		default:
+			if old[i] != s.Services[j] {
+				out = append(out, old[i].Key())
+			}
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
+// SameSlice reports whether a and b are the same slice (same array, same length): for a
+// Snapshot's slices, that nothing of their kind changed between two snapshots.
+func SameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// SameMap reports whether a and b are the same map: for a Snapshot's maps, that nothing of their
+// kind changed between two snapshots.
+func SameMap[K comparable, V any](a, b map[K]V) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // NodeLive reports whether the gossip considers node's gateway live (true when there is no gossip view).
@@ -169,55 +241,27 @@ type Inputs struct {
 }
 
 // NewSnapshot resolves in into one consistent view: slices joined to their Services, Ingresses and
-// IngressClasses filtered to baregate's, Secrets filtered to those served Ingresses reference.
+// IngressClasses filtered to baregate's, Secrets filtered to those served Ingresses reference. It is
+// a Builder's first Build; the gateway keeps its Builder to make later snapshots incrementally.
 func NewSnapshot(generation uint64, taken time.Time, in Inputs) *Snapshot {
-	s := &Snapshot{
-		Generation:       generation,
-		Taken:            taken,
-		NodeName:         in.NodeName,
-		Nodes:            make(map[string]*corev1.Node, len(in.Nodes)),
-		Pods:             make(map[types.NamespacedName]*corev1.Pod, len(in.Pods)),
-		Namespaces:       make(map[string]*corev1.Namespace, len(in.Namespaces)),
-		Pools:            sortedByKey(in.Pools),
-		L2Advertisements: sortedByKey(in.L2Advertisements),
-		LiveNodes:        in.LiveNodes,
-		byKey:            make(map[types.NamespacedName]*Service, len(in.Services)),
-	}
-	for _, n := range in.Nodes {
-		s.Nodes[n.Name] = n
-	}
-	for _, ns := range in.Namespaces {
-		s.Namespaces[ns.Name] = ns
-	}
-	for _, p := range in.Pods {
-		s.Pods[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
-	}
-	for _, svc := range sortedByKey(in.Services) {
-		entry := &Service{Service: svc}
-		s.Services = append(s.Services, entry)
-		s.byKey[entry.Key()] = entry
-	}
-	for _, es := range in.EndpointSlices {
-		name := es.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			continue
-		}
-		if svc := s.byKey[types.NamespacedName{Namespace: es.Namespace, Name: name}]; svc != nil {
-			svc.Slices = append(svc.Slices, es)
+	b := NewBuilder(in.NodeName, in.IngressSecretRefs)
+	for _, list := range [][]any{anys(in.Services), anys(in.EndpointSlices), anys(in.Nodes), anys(in.Pods),
+		anys(in.Namespaces), anys(in.Ingresses), anys(in.IngressClasses), anys(in.Secrets), anys(in.Pools),
+		anys(in.L2Advertisements)} {
+		for _, obj := range list {
+			b.Set(obj)
 		}
 	}
-	for _, svc := range s.Services {
-		slices.SortFunc(svc.Slices, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
-		svc.Endpoints = flattenEndpoints(svc.Slices)
-	}
+	b.SetLiveNodes(in.LiveNodes)
+	return b.Build(generation, taken)
+}
 
-	s.IngressClasses, s.Ingresses = servedIngresses(in.IngressClasses, in.Ingresses)
-	secrets := make(map[types.NamespacedName]*corev1.Secret, len(in.Secrets))
-	for _, sec := range in.Secrets {
-		secrets[types.NamespacedName{Namespace: sec.Namespace, Name: sec.Name}] = sec
+func anys[T any](in []T) []any {
+	out := make([]any, len(in))
+	for i, o := range in {
+		out[i] = o
 	}
-	s.Secrets = referencedSecrets(s.Ingresses, secrets, in.IngressSecretRefs)
-	return s
+	return out
 }
 
 // referencedSecrets keeps the Secrets of all that served names: its spec.tls Secrets, always in the
@@ -244,7 +288,7 @@ func referencedSecrets(served []*networkingv1.Ingress, all map[types.NamespacedN
 
 // servedIngresses returns baregate's IngressClasses and the Ingresses that select one of them: by
 // spec.ingressClassName, by the legacy annotation naming the class, or by naming none while one of
-// our classes is the cluster default.
+// our classes is the cluster default. ingresses must be in compareIngresses order; so is the result.
 func servedIngresses(classes []*networkingv1.IngressClass, ingresses []*networkingv1.Ingress) ([]*networkingv1.IngressClass, []*networkingv1.Ingress) {
 	ours := map[string]bool{}
 	var ourClasses []*networkingv1.IngressClass
@@ -281,12 +325,6 @@ func servedIngresses(classes []*networkingv1.IngressClass, ingresses []*networki
 		}
 		served = append(served, ing)
 	}
-	slices.SortFunc(served, func(a, b *networkingv1.Ingress) int {
-		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
-			return c
-		}
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	})
 	return ourClasses, served
 }
 
