@@ -3,11 +3,13 @@ package nodeport
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 
@@ -68,11 +70,36 @@ var families = [2]family{
 // Build computes the ruleset this node (snap.NodeName) should have. It is pure: the same snapshot and
 // options give the same Desired.
 func Build(snap *cluster.Snapshot, opts Options) *Desired {
-	d := &Desired{
-		Verdicts:     map[types.NamespacedName]string{},
-		HealthChecks: map[int32]HealthCheck{},
-		UDP:          map[string]map[string]bool{},
-	}
+	return NewBuilder().Build(snap, opts)
+}
+
+// Builder computes Desired states one after another, reusing each Service's piece from the previous
+// Build when neither the Service nor its EndpointSlices changed (the snapshot shares unchanged
+// objects, so identity is the test). One change among 10k Services then costs one Service's work.
+// A Builder is not safe for concurrent use.
+type Builder struct {
+	// context is what every piece depends on besides its own objects; when it changes, nothing is
+	// reused.
+	context string
+	cache   map[types.NamespacedName]*cachedService
+}
+
+// cachedService is a piece with the objects it was built from.
+type cachedService struct {
+	entry  *cluster.Service
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
+	rules  *serviceRules
+}
+
+// NewBuilder returns a Builder with nothing cached.
+func NewBuilder() *Builder {
+	return &Builder{cache: map[types.NamespacedName]*cachedService{}}
+}
+
+// Build computes the ruleset for snap, as the package-level Build does. Options only shape the
+// skeleton, so they may differ between calls without losing the cache.
+func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 	podCIDRs := opts.ClusterCIDRs
 	if len(podCIDRs) == 0 {
 		podCIDRs = nodePodCIDRs(snap)
@@ -81,30 +108,92 @@ func Build(snap *cluster.Snapshot, opts Options) *Desired {
 	if n := snap.Nodes[snap.NodeName]; n != nil {
 		zone = n.Labels[labelZone]
 	}
-	for _, f := range families {
-		t := newTable(f.nft)
-		baseRules(t, f, opts, podCIDRs)
-		d.Tables = append(d.Tables, t)
+	if ctx := buildContext(snap, zone); ctx != bl.context {
+		bl.context, bl.cache = ctx, map[types.NamespacedName]*cachedService{}
 	}
+	d := &Desired{
+		services:     make(map[types.NamespacedName]*serviceRules, len(snap.Services)),
+		Verdicts:     make(map[types.NamespacedName]string, len(snap.Services)),
+		HealthChecks: map[int32]HealthCheck{},
+		UDP:          map[string]map[string]bool{},
+	}
+	for i, f := range families {
+		d.base[i] = newTable(f.nft)
+		baseRules(d.base[i], f, opts, podCIDRs)
+	}
+	cache := make(map[types.NamespacedName]*cachedService, len(snap.Services))
 	for _, svc := range snap.Services {
 		if !forwarded(svc.Service) {
 			continue
 		}
-		d.Services++
-		fe, problems := parseFrontends(svc.Service)
-		d.Problems = append(d.Problems, problems...)
-		b := serviceBuilder{d: d, snap: snap, svc: svc, opts: opts, zone: zone, fe: fe}
-		var verdicts []string
-		for i, f := range families {
-			verdicts = append(verdicts, b.build(d.Tables[i], f)...)
+		key := svc.Key()
+		c := bl.cache[key]
+		if c == nil || !c.same(svc) {
+			c = &cachedService{entry: svc, svc: svc.Service, slices: svc.Slices, rules: buildService(snap, svc, zone)}
 		}
-		d.Verdicts[svc.Key()] = strings.Join(verdicts, "; ")
-		if hc := svc.Spec.HealthCheckNodePort; hc != 0 && svc.Spec.Type == corev1.ServiceTypeLoadBalancer &&
-			svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
-			d.HealthChecks[hc] = HealthCheck{Service: svc.Key(), LocalEndpoints: b.localCount}
+		cache[key] = c
+		r := c.rules
+		d.services[key] = r
+		d.Services++
+		d.Problems = append(d.Problems, r.problems...)
+		d.Verdicts[key] = r.verdict
+		if r.healthCheckPort != 0 {
+			d.HealthChecks[r.healthCheckPort] = r.healthCheck
+		}
+		for fe, eps := range r.udp {
+			if d.UDP[fe] == nil {
+				d.UDP[fe] = map[string]bool{}
+			}
+			maps.Copy(d.UDP[fe], eps)
 		}
 	}
+	bl.cache = cache
 	return d
+}
+
+// same reports whether svc is made of the objects c was built from.
+func (c *cachedService) same(svc *cluster.Service) bool {
+	if c.entry == svc {
+		return true
+	}
+	return c.svc == svc.Service && slices.Equal(c.slices, svc.Slices)
+}
+
+// buildContext renders what all pieces depend on: this node, its zone, and which nodes are live.
+func buildContext(snap *cluster.Snapshot, zone string) string {
+	var b strings.Builder
+	b.WriteString(snap.NodeName + "|" + zone + "|")
+	if snap.LiveNodes == nil {
+		b.WriteString("*")
+	}
+	for _, n := range slices.Sorted(maps.Keys(snap.LiveNodes)) {
+		if snap.LiveNodes[n] {
+			b.WriteString(n + ",")
+		}
+	}
+	return b.String()
+}
+
+// buildService computes one Service's piece.
+func buildService(snap *cluster.Snapshot, svc *cluster.Service, zone string) *serviceRules {
+	r := &serviceRules{key: svc.Key(), udp: map[string]map[string]bool{}}
+	fe, problems := parseFrontends(svc.Service)
+	r.problems = problems
+	b := serviceBuilder{r: r, snap: snap, svc: svc, zone: zone, fe: fe}
+	var verdicts []string
+	for i, f := range families {
+		r.tables[i] = newTable(f.nft)
+		verdicts = append(verdicts, b.build(r.tables[i], f)...)
+		r.rules += r.tables[i].rules()
+		r.elements += r.tables[i].elementCount()
+	}
+	r.verdict = strings.Join(verdicts, "; ")
+	if hc := svc.Spec.HealthCheckNodePort; hc != 0 && svc.Spec.Type == corev1.ServiceTypeLoadBalancer &&
+		svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+		r.healthCheckPort = hc
+		r.healthCheck = HealthCheck{Service: svc.Key(), LocalEndpoints: b.localCount}
+	}
+	return r
 }
 
 // forwarded reports whether kube-proxy would program svc: not headless, not ExternalName, and not

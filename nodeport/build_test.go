@@ -146,7 +146,7 @@ func TestTraceSessionAffinity(t *testing.T) {
 		t.Errorf("another client may reach %v; want both", other.Endpoints)
 	}
 	n := 0
-	for _, s := range d.Tables[0].Sets {
+	for _, s := range d.Tables()[0].Sets {
 		if s.Timeout != nil {
 			n++
 			if s.Timeout.Seconds() != 30 {

@@ -21,6 +21,9 @@ type Config struct {
 	MasqueradeAll bool
 	// MasqueradeBit is the fwmark bit that marks packets for SNAT.
 	MasqueradeBit int
+	// SyncPeriod is how often a full sync rewrites both tables whole, repairing anything changed
+	// behind baregate's back; between them syncs are partial. Zero means an hour.
+	SyncPeriod time.Duration
 	// MinSyncPeriod bounds how often the rules are re-synced when Services change quickly.
 	MinSyncPeriod time.Duration
 	// HealthzTimeout is how long a change may wait unapplied before /healthz fails.
@@ -35,6 +38,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.ClusterCIDRs, "nodeport-cluster-cidr", nil, "The pod CIDR ranges of the cluster. Traffic to a ClusterIP from outside them is masqueraded. Empty means the union of the Nodes' spec.podCIDRs.")
 	fs.BoolVar(&c.MasqueradeAll, "nodeport-masquerade-all", false, "SNAT all traffic sent via Service cluster IPs.")
 	fs.IntVar(&c.MasqueradeBit, "nodeport-masquerade-bit", 14, "The bit of the fwmark space to mark packets requiring SNAT. Must be within [0, 31].")
+	fs.DurationVar(&c.SyncPeriod, "nodeport-sync-period", time.Hour, "How often the Service rules are rewritten whole (a full sync), repairing changes made behind baregate's back. Between full syncs only what changed is programmed. 0 means 1h.")
 	fs.DurationVar(&c.MinSyncPeriod, "nodeport-min-sync-period", time.Second, "The minimum period between rule re-syncs as Services and EndpointSlices change (e.g. '1s', '100ms'). A lone change is applied at once.")
 	fs.DurationVar(&c.HealthzTimeout, "nodeport-healthz-timeout", time.Minute, "How long a Service change may wait without being programmed before /healthz reports the node unhealthy.")
 	fs.StringVar(&c.HealthCheckBindAddress, "nodeport-healthcheck-bind-address", "", "The IP address the health check servers of externalTrafficPolicy=Local Services (healthCheckNodePort) listen on. Empty means all addresses.")
@@ -44,6 +48,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 func (c *Config) Validate() error {
 	if c.MasqueradeBit < 0 || c.MasqueradeBit > 31 {
 		return fmt.Errorf("--nodeport-masquerade-bit must be within [0, 31], got %d", c.MasqueradeBit)
+	}
+	if c.SyncPeriod < 0 {
+		return fmt.Errorf("--nodeport-sync-period must not be negative, got %s", c.SyncPeriod)
 	}
 	if c.MinSyncPeriod < 0 {
 		return fmt.Errorf("--nodeport-min-sync-period must not be negative, got %s", c.MinSyncPeriod)

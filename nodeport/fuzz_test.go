@@ -27,7 +27,7 @@ func FuzzServiceInput(f *testing.F) {
 			slices:   []*discoveryv1.EndpointSlice{twoNodeSlice("bad"), twoNodeSlice("good")},
 		}
 		tr, d := traceWorld(t, w, testOpts)
-		for _, tbl := range d.Tables {
+		for _, tbl := range d.Tables() {
 			for _, els := range tbl.Elements {
 				for k := range els {
 					if strings.ContainsAny(k, "%;{}") {

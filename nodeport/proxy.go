@@ -44,7 +44,12 @@ type Proxy struct {
 	snap *cluster.Snapshot
 
 	// Owned by the sync goroutine.
-	applied    *Desired
+	applied *Desired
+	builder *Builder
+	// kernel is what the last successful sync programmed; nil forces a full sync.
+	kernel     *kernelState
+	lastFull   time.Time
+	applyOps   func(context.Context, []op) error
 	seenSlices map[types.UID]string
 	reported   map[Problem]bool
 
@@ -78,7 +83,26 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	list := func(ctx context.Context) (map[knftables.Family]existingObjects, error) {
 		return listKernelTables(ctx, listers)
 	}
-	return newProxy(cfg, deps, nft, list, localAddresses, deleteStaleUDP)
+	p, err := newProxy(cfg, deps, nft, list, localAddresses, deleteStaleUDP)
+	if err != nil {
+		return nil, err
+	}
+	p.applyOps = func(ctx context.Context, ops []op) error {
+		err := applyWithNetlink(ops)
+		if errors.Is(err, errNotNetlink) {
+			// Rare shapes (affinity sets, source ranges, skeleton changes) go through nft.
+			return p.applyWithNFT(ctx, ops)
+		}
+		return err
+	}
+	return p, nil
+}
+
+// applyWithNFT runs ops as one nft transaction.
+func (p *Proxy) applyWithNFT(ctx context.Context, ops []op) error {
+	tx := p.nft.NewTransaction()
+	addOps(tx, ops)
+	return p.nft.Run(ctx, tx)
 }
 
 func newProxy(cfg Config, deps cluster.Deps, nft knftables.Interface,
@@ -86,6 +110,9 @@ func newProxy(cfg Config, deps cluster.Deps, nft knftables.Interface,
 	localAddrs func() ([]netip.Addr, error), deleteConntrack func([]staleFlow) (uint, error)) (*Proxy, error) {
 	clusterCIDRs, _ := parseCIDRs(cfg.ClusterCIDRs)
 	npCIDRs, _ := parseCIDRs(cfg.NodePortAddresses)
+	if cfg.SyncPeriod == 0 {
+		cfg.SyncPeriod = time.Hour
+	}
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("registering nodeport metrics: %w", err)
@@ -105,9 +132,11 @@ func newProxy(cfg Config, deps cluster.Deps, nft knftables.Interface,
 		localAddrs:      localAddrs,
 		deleteConntrack: deleteConntrack,
 		metrics:         m,
+		builder:         NewBuilder(),
 		seenSlices:      map[types.UID]string{},
 		reported:        map[Problem]bool{},
 	}
+	p.applyOps = p.applyWithNFT
 	p.health = newHealthServers(cfg.HealthCheckBindAddress, func() bool { return p.Healthy() == nil })
 	p.runner = cluster.NewRunner("nodeport", cfg.MinSyncPeriod, time.Second, time.Minute, p.sync)
 	return p, nil
@@ -133,6 +162,19 @@ func (p *Proxy) Run(ctx context.Context) error {
 		logger.Error(err, "Could not enable IP forwarding; Service traffic to other nodes' endpoints will not flow")
 	}
 	defer p.health.close()
+	go func() {
+		// The runner only syncs when asked; the periodic full sync needs asking too.
+		tick := time.NewTicker(p.cfg.SyncPeriod)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				p.runner.Trigger()
+			}
+		}
+	}()
 	p.runner.Run(ctx)
 	return nil
 }
@@ -191,25 +233,33 @@ func (p *Proxy) sync(ctx context.Context) error {
 			}
 		}
 	}
-	d := Build(snap, opts)
-	tx := p.nft.NewTransaction()
-	kind := "partial"
-	if p.applied == nil {
+	d := p.builder.Build(snap, opts)
+	kind, operations := "partial", 0
+	if p.kernel == nil || start.Sub(p.lastFull) >= p.cfg.SyncPeriod {
 		kind = "full"
 		existing, err := p.listTables(ctx)
 		if err != nil {
 			p.metrics.syncFailures.Inc()
 			return fmt.Errorf("listing baregate's nftables objects: %w", err)
 		}
+		tx := p.nft.NewTransaction()
 		fullTransaction(tx, d, existing)
-	} else {
-		partialTransaction(tx, p.applied, d)
-	}
-	if tx.NumOperations() > 0 {
+		operations = tx.NumOperations()
 		if err := p.nft.Run(ctx, tx); err != nil {
-			p.applied = nil
+			p.kernel = nil
 			p.metrics.syncFailures.Inc()
-			return fmt.Errorf("programming nftables (%s sync of %d operations): %w", kind, tx.NumOperations(), err)
+			return fmt.Errorf("programming nftables (full sync of %d operations): %w", operations, err)
+		}
+		p.kernel, p.lastFull = newKernelState(d), start
+	} else {
+		ops := p.kernel.diff(d)
+		operations = len(ops)
+		if len(ops) > 0 {
+			if err := p.applyOps(ctx, ops); err != nil {
+				p.kernel = nil
+				p.metrics.syncFailures.Inc()
+				return fmt.Errorf("programming nftables (partial sync of %d operations): %w", operations, err)
+			}
 		}
 	}
 	prev := p.applied
@@ -221,7 +271,7 @@ func (p *Proxy) sync(ctx context.Context) error {
 	p.metrics.elements.Set(float64(d.ElementCount()))
 	p.metrics.lastSync.SetToCurrentTime()
 	p.status.Store(&cluster.ForwardingInfo{Generation: snap.Generation, Services: d.Services, Rules: d.Rules(), Elements: d.ElementCount(), Verdicts: d.Verdicts})
-	logger.V(2).Info("Programmed Service rules", "kind", kind, "operations", tx.NumOperations(), "services", d.Services, "duration", now.Sub(start))
+	logger.V(2).Info("Programmed Service rules", "kind", kind, "operations", operations, "services", d.Services, "duration", now.Sub(start))
 
 	if prev != nil {
 		if stale := staleUDP(prev.UDP, d.UDP); len(stale) > 0 {

@@ -21,10 +21,9 @@ const defaultAffinityTimeout = 10800
 
 // serviceBuilder adds one Service's chains and elements to the tables.
 type serviceBuilder struct {
-	d    *Desired
+	r    *serviceRules
 	snap *cluster.Snapshot
 	svc  *cluster.Service
-	opts Options
 	zone string
 	fe   frontends
 	// localCount is the most local endpoints any port has, for the health check.
@@ -210,15 +209,13 @@ func (b *serviceBuilder) build(t *Table, f family) []string {
 			lbVerdict := "goto " + extChain
 			if len(b.fe.sourceRanges) > 0 && len(lbIPs) > 0 {
 				fwChain := chainName("fw", spid)
-				var allowed []string
+				// One rule per range rather than an anonymous set: anonymous sets are what makes the
+				// kernel slow at scale (see the package doc).
+				var rules []string
 				for _, r := range b.fe.sourceRanges {
 					if f.is(r.Addr()) {
-						allowed = append(allowed, r.String())
+						rules = append(rules, fmt.Sprintf("%s saddr %s goto %s", f.ip, r, extChain))
 					}
-				}
-				var rules []string
-				if len(allowed) > 0 {
-					rules = append(rules, fmt.Sprintf("%s saddr { %s } goto %s", f.ip, strings.Join(allowed, ", "), extChain))
 				}
 				t.chain(fwChain, append(rules, "drop")...)
 				lbVerdict = "goto " + fwChain
@@ -245,28 +242,26 @@ func protocolOf(sp corev1.ServicePort) corev1.Protocol {
 
 // pick fills chain with the choice among eps: a random pick, remembered per client for ClientIP
 // affinity.
+//
+// The random pick is a cascade of rules, the i-th taken with probability 1/(N-i) (numgen random mod
+// N-i == 0), the last always, which gives each endpoint 1/N. It needs no set: an anonymous map per
+// Service (kube-proxy's numgen vmap) costs the kernel a linear walk of every set of the table for each
+// one added, and a shared map bound by every rule costs a walk of all bindings for each element;
+// both make a 10k-Service table take tens of seconds to load. The cascade only runs for a
+// connection's first packet (conntrack remembers the NAT), N/2 rules on average.
 func (b *serviceBuilder) pick(t *Table, f family, chain, spid, proto string, eps []target) {
-	dnat := func(ep target) string {
-		return fmt.Sprintf("meta l4proto %s dnat to %s", proto, ep)
-	}
-	if b.svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
-		if len(eps) == 1 {
-			t.chain(chain, dnat(eps[0]))
-			return
-		}
-		entries := make([]string, len(eps))
-		for i, ep := range eps {
-			entries[i] = fmt.Sprintf("%d : %s . %d", i, ep.addr, ep.port)
-		}
-		t.chain(chain, fmt.Sprintf("meta l4proto %s dnat %s to numgen random mod %d map { %s }", proto, f.ip, len(eps), strings.Join(entries, ", ")))
-		return
-	}
+	verdicts := make([]string, len(eps))
+	affinity := b.svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP
 	timeout := int32(defaultAffinityTimeout)
 	if c := b.svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
 		timeout = *c.ClientIP.TimeoutSeconds
 	}
-	var rules, entries []string
+	var rules []string
 	for i, ep := range eps {
+		verdicts[i] = fmt.Sprintf("meta l4proto %s dnat to %s", proto, ep)
+		if !affinity {
+			continue
+		}
 		id := spid + "__" + ep.String()
 		epChain := chainName("ep", id)
 		// The timeout is part of the set's name: a set's timeout cannot change in place.
@@ -274,13 +269,18 @@ func (b *serviceBuilder) pick(t *Table, f family, chain, spid, proto string, eps
 		d := timeoutDuration(timeout)
 		t.set(knftables.Set{Name: affSet, Type: f.addrType, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &d})
 		if t.Chains[epChain] == nil {
-			t.chain(epChain, fmt.Sprintf("update @%s { %s saddr }", affSet, f.ip), dnat(ep))
+			t.chain(epChain, fmt.Sprintf("update @%s { %s saddr }", affSet, f.ip), verdicts[i])
 		}
 		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", f.ip, affSet, epChain))
-		// The space before each comma keeps the chain name a separate word for nft and for readers.
-		entries = append(entries, fmt.Sprintf("%d : goto %s", i, epChain))
+		verdicts[i] = "goto " + epChain
 	}
-	t.chain(chain, append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(entries, " , ")))...)
+	for i, v := range verdicts {
+		if left := len(eps) - i; left > 1 {
+			v = fmt.Sprintf("numgen random mod %d == 0 %s", left, v)
+		}
+		rules = append(rules, v)
+	}
+	t.chain(chain, rules...)
 }
 
 // endpoints returns the endpoints for cluster-wide and for node-local traffic on port sp, as
@@ -373,11 +373,11 @@ func (b *serviceBuilder) recordUDP(sp corev1.ServicePort, proto, port, nodePort 
 		eps[ep.String()] = true
 	}
 	add := func(key string) {
-		if b.d.UDP[key] == nil {
-			b.d.UDP[key] = map[string]bool{}
+		if b.r.udp[key] == nil {
+			b.r.udp[key] = map[string]bool{}
 		}
 		for e := range eps {
-			b.d.UDP[key][e] = true
+			b.r.udp[key][e] = true
 		}
 	}
 	for _, ips := range [][]netip.Addr{clusterIPs, externalIPs, lbIPs} {

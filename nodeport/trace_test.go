@@ -163,7 +163,25 @@ func (tr *tracer) runRules(fam knftables.Family, rules []*knftables.Rule, from i
 		tr.t.Fatalf("rule loop")
 	}
 	for i := from; i < len(rules); i++ {
-		verdicts, ok := tr.evalRule(fam, rules[i].Rule, &st)
+		rule := rules[i].Rule
+		// "numgen random mod K == 0 <rest>" takes <rest> with probability 1/K: explore both ways.
+		if toks := strings.Fields(rule); len(toks) > 6 && toks[0] == "numgen" && toks[4] == "==" && toks[5] == "0" {
+			if mustAtoi(tr.t, toks[3]) < 2 {
+				tr.t.Fatalf("numgen cascade with mod %s in %q", toks[3], rule)
+			}
+			rest := strings.Join(toks[6:], " ")
+			taken := tr.runRules(fam, []*knftables.Rule{{Rule: rest}}, 0, st, depth+1)
+			var out []result
+			for _, r := range taken {
+				if r.terminal {
+					out = append(out, r)
+				} else {
+					out = append(out, tr.runRules(fam, rules, i+1, r.st, depth+1)...)
+				}
+			}
+			return append(out, tr.runRules(fam, rules, i+1, st, depth+1)...)
+		}
+		verdicts, ok := tr.evalRule(fam, rule, &st)
 		if !ok {
 			continue
 		}

@@ -3,6 +3,7 @@ package nodeport
 import (
 	"slices"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 )
 
@@ -21,7 +22,7 @@ func tableObject(f knftables.Family) *knftables.Table {
 // map, delete those d does not have, then add d. (Not "flush table", whose meaning differs between nft
 // versions.) Established connections are untouched: conntrack keeps their NAT.
 func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftables.Family]existingObjects) {
-	for _, t := range d.Tables {
+	for _, t := range d.Tables() {
 		tx.Add(tableObject(t.Family))
 		have := existing[t.Family]
 		for _, name := range have.Chains {
@@ -48,93 +49,304 @@ func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftabl
 				tx.Delete(&knftables.Map{Family: t.Family, Table: TableName, Name: name})
 			}
 		}
-		addTable(tx, t, nil)
+		var ops []op
+		ops = appendTableAdds(ops, t, newTable(t.Family), true)
+		for _, set := range sortedKeys(t.Elements) {
+			for _, k := range sortedKeys(t.Elements[set]) {
+				ops = append(ops, op{verbAdd, elementObject(t, set, t.Elements[set][k])})
+			}
+		}
+		addOps(tx, ops)
 	}
 }
 
-// partialTransaction changes the tables from prev (what the last successful sync applied) to d,
-// touching only chains and elements that differ.
-func partialTransaction(tx *knftables.Transaction, prev, d *Desired) {
-	for i, t := range d.Tables {
-		addTable(tx, t, prev.Tables[i])
+// verb is what an op does to its object.
+type verb uint8
+
+const (
+	verbAdd verb = iota
+	verbFlush
+	verbDelete
+)
+
+// op is one step of a partial sync, applied either through nft (knftables) or straight over netlink.
+type op struct {
+	verb verb
+	obj  knftables.Object
+}
+
+func addOps(tx *knftables.Transaction, ops []op) {
+	for _, o := range ops {
+		switch o.verb {
+		case verbAdd:
+			tx.Add(o.obj)
+		case verbFlush:
+			tx.Flush(o.obj)
+		case verbDelete:
+			tx.Delete(o.obj)
+		}
 	}
 }
 
-// addTable writes t into tx. With old nil, the table is assumed freshly flushed; otherwise only the
-// differences from old are written. Order matters within the transaction: chains exist before rules
-// and elements refer to them, and go away only after every reference has.
-func addTable(tx *knftables.Transaction, t, old *Table) {
-	if old == nil {
-		old = newTable(t.Family)
-	}
-	flushed := len(old.Chains) == 0
+// appendTableAdds adds what t has and old lacks: sets, maps, chains, and the rules of chains that are
+// new or changed (a changed chain is flushed first). Elements are left to the caller.
+func appendTableAdds(ops []op, t, old *Table, flushed bool) []op {
 	for _, name := range sortedKeys(t.Sets) {
 		if old.Sets[name] == nil {
-			tx.Add(t.Sets[name])
+			ops = append(ops, op{verbAdd, t.Sets[name]})
 		}
 	}
 	for _, name := range sortedKeys(t.Maps) {
 		if old.Maps[name] == nil {
-			tx.Add(t.Maps[name])
+			ops = append(ops, op{verbAdd, t.Maps[name]})
 		}
 	}
 	names := sortedKeys(t.Chains)
 	for _, name := range names {
 		if old.Chains[name] == nil || flushed {
 			def := t.Chains[name].Def
-			tx.Add(&def)
+			ops = append(ops, op{verbAdd, &def})
 		}
 	}
 	for _, name := range names {
 		c, was := t.Chains[name], old.Chains[name]
-		if was != nil && slices.Equal(was.Rules, c.Rules) {
+		if was != nil && !flushed && slices.Equal(was.Rules, c.Rules) {
 			continue
 		}
-		if was != nil {
-			tx.Flush(&knftables.Chain{Family: t.Family, Table: TableName, Name: name})
+		if was != nil && !flushed {
+			ops = append(ops, op{verbFlush, &knftables.Chain{Family: t.Family, Table: TableName, Name: name}})
 		}
 		for _, r := range c.Rules {
-			tx.Add(&knftables.Rule{Family: t.Family, Table: TableName, Chain: name, Rule: r})
+			ops = append(ops, op{verbAdd, &knftables.Rule{Family: t.Family, Table: TableName, Chain: name, Rule: r}})
 		}
 	}
-	for _, set := range sortedKeys(t.Elements) {
-		want, have := t.Elements[set], old.Elements[set]
-		for _, k := range sortedKeys(have) {
-			if e, ok := want[k]; !ok || !slices.Equal(e.Value, have[k].Value) {
-				tx.Delete(elementObject(t, set, have[k]))
-			}
-		}
-		for _, k := range sortedKeys(want) {
-			if e, ok := have[k]; !ok || !slices.Equal(e.Value, want[k].Value) {
-				tx.Add(elementObject(t, set, want[k]))
-			}
+	return ops
+}
+
+// appendTableDeletes removes what old has and t lacks: chains (flushed first, since rules of other
+// removed chains may jump to them), then sets and maps.
+func appendTableDeletes(ops []op, t, old *Table) []op {
+	for _, name := range sortedKeys(old.Chains) {
+		if t.Chains[name] == nil {
+			ops = append(ops, op{verbFlush, &knftables.Chain{Family: t.Family, Table: TableName, Name: name}})
 		}
 	}
 	for _, name := range sortedKeys(old.Chains) {
 		if t.Chains[name] == nil {
-			c := &knftables.Chain{Family: t.Family, Table: TableName, Name: name}
-			tx.Flush(c)
-			tx.Delete(c)
+			ops = append(ops, op{verbDelete, &knftables.Chain{Family: t.Family, Table: TableName, Name: name}})
 		}
 	}
 	for _, name := range sortedKeys(old.Sets) {
 		if t.Sets[name] == nil {
-			tx.Delete(&knftables.Set{Family: t.Family, Table: TableName, Name: name})
+			ops = append(ops, op{verbDelete, &knftables.Set{Family: t.Family, Table: TableName, Name: name}})
 		}
 	}
 	for _, name := range sortedKeys(old.Maps) {
 		if t.Maps[name] == nil {
-			tx.Delete(&knftables.Map{Family: t.Family, Table: TableName, Name: name})
+			ops = append(ops, op{verbDelete, &knftables.Map{Family: t.Family, Table: TableName, Name: name}})
 		}
 	}
+	return ops
 }
 
 func elementObject(t *Table, set string, e Element) *knftables.Element {
 	el := &knftables.Element{Family: t.Family, Table: TableName, Key: e.Key, Value: e.Value}
-	if t.Maps[set] != nil {
+	if t.Maps[set] != nil || e.Value != nil {
 		el.Map = set
 	} else {
 		el.Set = set
 	}
 	return el
 }
+
+// baseOwner stands for the skeleton among an element's owners; it sorts before every Service.
+var baseOwner = types.NamespacedName{}
+
+// kernelState is what the last successful sync left in the tables, with, for each element, who
+// wants it: Services may share an element (a pod backing two Services is one hairpin entry), and
+// it must stay until the last of them lets go.
+type kernelState struct {
+	d *Desired
+	// elements by table index, set, key.
+	elements [2]map[string]map[string]*elementState
+}
+
+// elementState is one element key's owners and what the kernel holds for it.
+type elementState struct {
+	// owners and their wanted values, sorted by owner; the last one wins a clash.
+	owners []elementClaim
+	// present and value are what the kernel has.
+	present bool
+	value   []string
+}
+
+type elementClaim struct {
+	owner types.NamespacedName
+	value []string
+}
+
+// newKernelState describes the tables a full sync of d leaves.
+func newKernelState(d *Desired) *kernelState {
+	k := &kernelState{d: d}
+	for i := range k.elements {
+		k.elements[i] = map[string]map[string]*elementState{}
+	}
+	claim := func(i int, owner types.NamespacedName, t *Table) {
+		for set, els := range t.Elements {
+			for key, e := range els {
+				st := k.state(i, set, key)
+				st.claim(owner, e.Value)
+			}
+		}
+	}
+	for i, b := range d.base {
+		claim(i, baseOwner, b)
+	}
+	for _, key := range d.serviceKeys() {
+		for i, t := range d.services[key].tables {
+			claim(i, key, t)
+		}
+	}
+	for i := range k.elements {
+		for _, els := range k.elements[i] {
+			for _, st := range els {
+				st.present, st.value = true, st.winner()
+			}
+		}
+	}
+	return k
+}
+
+func (k *kernelState) state(i int, set, key string) *elementState {
+	els := k.elements[i][set]
+	if els == nil {
+		els = map[string]*elementState{}
+		k.elements[i][set] = els
+	}
+	st := els[key]
+	if st == nil {
+		st = &elementState{}
+		els[key] = st
+	}
+	return st
+}
+
+func (st *elementState) claim(owner types.NamespacedName, value []string) {
+	i, found := slices.BinarySearchFunc(st.owners, owner, func(c elementClaim, o types.NamespacedName) int { return compareKeys(c.owner, o) })
+	if found {
+		st.owners[i].value = value
+		return
+	}
+	st.owners = slices.Insert(st.owners, i, elementClaim{owner, value})
+}
+
+func (st *elementState) release(owner types.NamespacedName) {
+	st.owners = slices.DeleteFunc(st.owners, func(c elementClaim) bool { return c.owner == owner })
+}
+
+func (st *elementState) winner() []string { return st.owners[len(st.owners)-1].value }
+
+// touched names one element key whose owners changed.
+type touched struct {
+	i        int
+	set, key string
+}
+
+// diff returns the ops that turn the tables from k's Desired into d's, touching only the skeleton
+// where it changed and the Services whose piece is a new pointer, and moves k to d. If the ops then
+// fail, k no longer describes the kernel: the caller must fall back to a full sync.
+func (k *kernelState) diff(d *Desired) []op {
+	var adds, deletes []op
+	var changed []touched
+	update := func(i int, owner types.NamespacedName, t, old *Table) {
+		for set, els := range old.Elements {
+			for key, e := range els {
+				if n, ok := t.Elements[set][key]; ok && slices.Equal(n.Value, e.Value) {
+					continue
+				}
+				st := k.state(i, set, key)
+				st.release(owner)
+				changed = append(changed, touched{i, set, key})
+			}
+		}
+		for set, els := range t.Elements {
+			for key, e := range els {
+				if o, ok := old.Elements[set][key]; ok && slices.Equal(o.Value, e.Value) {
+					continue
+				}
+				k.state(i, set, key).claim(owner, e.Value)
+				changed = append(changed, touched{i, set, key})
+			}
+		}
+	}
+	for i, b := range d.base {
+		old := k.d.base[i]
+		adds = appendTableAdds(adds, b, old, false)
+		update(i, baseOwner, b, old)
+		deletes = appendTableDeletes(deletes, b, old)
+	}
+	visit := func(key types.NamespacedName, now, was *serviceRules) {
+		if now == was {
+			return
+		}
+		for i, f := range families {
+			t, old := newTable(f.nft), newTable(f.nft)
+			if now != nil {
+				t = now.tables[i]
+			}
+			if was != nil {
+				old = was.tables[i]
+			}
+			adds = appendTableAdds(adds, t, old, false)
+			update(i, key, t, old)
+			deletes = appendTableDeletes(deletes, t, old)
+		}
+	}
+	for key, now := range d.services {
+		visit(key, now, k.d.services[key])
+	}
+	for key, was := range k.d.services {
+		if d.services[key] == nil {
+			visit(key, nil, was)
+		}
+	}
+	// Element deletes first (a key whose value changes is deleted and re-added), then adds; both
+	// after the chains they name exist and before removed chains go.
+	var elDeletes, elAdds []op
+	slices.SortFunc(changed, func(a, b touched) int {
+		if a.i != b.i {
+			return a.i - b.i
+		}
+		if a.set != b.set {
+			return compareStrings(a.set, b.set)
+		}
+		return compareStrings(a.key, b.key)
+	})
+	changed = slices.Compact(changed)
+	for _, c := range changed {
+		st := k.elements[c.i][c.set][c.key]
+		t := d.base[c.i]
+		var want []string
+		wanted := len(st.owners) > 0
+		if wanted {
+			want = st.winner()
+		}
+		if st.present && (!wanted || !slices.Equal(st.value, want)) {
+			elDeletes = append(elDeletes, op{verbDelete, elementObject(t, c.set, Element{Key: splitKey(c.key), Value: st.value})})
+			st.present = false
+		}
+		if wanted && !st.present {
+			elAdds = append(elAdds, op{verbAdd, elementObject(t, c.set, Element{Key: splitKey(c.key), Value: want})})
+			st.present, st.value = true, want
+		}
+		if !wanted {
+			delete(k.elements[c.i][c.set], c.key)
+		}
+	}
+	k.d = d
+	ops := append(adds, elDeletes...)
+	ops = append(ops, elAdds...)
+	return append(ops, deletes...)
+}
+
+func splitKey(key string) []string { return splitOn(key, " . ") }
