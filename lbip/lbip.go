@@ -33,6 +33,10 @@ type LB struct {
 	ann     *announce.Announcer
 	runner  *cluster.Runner
 	metrics *metrics
+	// status writes what this node announces to the API server (annotations, ServiceL2Status) apart
+	// from announcing, so a slow or absent API server never delays a failover.
+	status *cluster.Runner
+	l2     *l2StatusWriter
 
 	latest   atomic.Pointer[cluster.Snapshot]
 	updated  chan struct{}
@@ -46,6 +50,8 @@ type LB struct {
 	since  map[netip.Addr]owned
 	// lastLive is the live set the previous sync saw, sorted and joined.
 	lastLive string
+	// statusIn is what the last sync decided, for the status writer.
+	statusIn statusInput
 	// peerMACs maps the MACs of other gateways' interfaces to their node, from gossip metadata.
 	peerMACs map[string]string
 
@@ -57,6 +63,13 @@ type LB struct {
 	fwdSince   map[netip.Addr]uint64
 	held       map[netip.Addr]heldClaim
 	rechecking atomic.Bool
+}
+
+type statusInput struct {
+	snap      *cluster.Snapshot
+	assign    []Assignment
+	live      map[string]bool
+	announced map[netip.Addr][]string
 }
 
 // heldClaim is a claim waiting for this node's forwarding rules.
@@ -116,6 +129,8 @@ func New(cfg Config, deps cluster.Deps, dyn dynamic.Interface) (*LB, error) {
 	}, logger, announce.NewMetrics(deps.Metrics))
 	// A liveness change must move IPs at once: no rate limit beyond coalescing bursts.
 	lb.runner = cluster.NewRunner("lbip", 20*time.Millisecond, 500*time.Millisecond, 10*time.Second, lb.sync)
+	lb.status = cluster.NewRunner("lbip-status", 100*time.Millisecond, time.Second, time.Minute, lb.syncStatus)
+	lb.l2 = newL2StatusWriter(dyn, deps.Namespace, deps.NodeName)
 	return lb, nil
 }
 
@@ -172,8 +187,9 @@ func (lb *LB) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); lb.member.Run(ctx) }()
+	go func() { defer wg.Done(); lb.status.Run(ctx) }()
 	go func() {
 		defer wg.Done()
 		for {
@@ -260,13 +276,29 @@ func (lb *LB) sync(ctx context.Context) error {
 	}
 	lb.mu.Lock()
 	lb.assign, lb.since = assign, next
+	lb.statusIn = statusInput{snap: snap, assign: assign, live: live, announced: lb.ann.Announced()}
 	lb.mu.Unlock()
+	lb.status.Trigger()
 	lb.metrics.announced.Set(float64(len(lb.ann.Announced())))
 	lb.metrics.members.Set(float64(len(live)))
 	lb.firstRun.Store(true)
+	return setErr
+}
 
-	annErr := lb.annotate(ctx, snap, assign)
-	return errors.Join(setErr, annErr)
+// syncStatus publishes what the last sync decided: the announced-by annotations and this node's
+// ServiceL2Status objects. Failures are retried; the announcements are in force regardless.
+func (lb *LB) syncStatus(ctx context.Context) error {
+	lb.mu.Lock()
+	in := lb.statusIn
+	lb.mu.Unlock()
+	if in.snap == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	annErr := lb.annotate(ctx, in.snap, in.assign)
+	l2Err := lb.l2.apply(ctx, desiredL2Status(in.assign, in.announced, lb.deps.NodeName), in.live)
+	return errors.Join(annErr, l2Err)
 }
 
 // claims lists the IPs this node announces, holding back those its forwarding has not programmed yet.

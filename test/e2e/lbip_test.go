@@ -13,6 +13,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/baregate/baregate/internal/lab"
 	"github.com/baregate/baregate/internal/lab/echo"
@@ -61,6 +64,7 @@ func TestLBIPMovesWithLocalEndpoint(t *testing.T) {
 		t.Errorf("%s answered from pod %q after the move; want web-node2", url, r.Pod)
 	}
 	checkNeighbour(t, f, ip, "node2")
+	waitL2Status(t, f, ns, "web", "node2")
 }
 
 // TestLBIPFailoverGatewayKilled: killing the owner's gateway moves the IP to the other node, and the
@@ -89,6 +93,26 @@ func TestLBIPFailoverGatewayKilled(t *testing.T) {
 	}
 	waitAnnouncedByNode(t, f, ns, "web", other)
 	checkNeighbour(t, f, ip, other)
+	waitL2Status(t, f, ns, "web", other)
+}
+
+// waitL2Status waits until MetalLB's ServiceL2Status objects for the Service are exactly one, naming node.
+func waitL2Status(t testing.TB, f *framework.T, ns, name, node string) {
+	dc := dynamic.NewForConfigOrDie(f.RESTConfig())
+	gvr := schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: "servicel2statuses"}
+	f.WaitFor(time.Minute, "one ServiceL2Status for "+ns+"/"+name+" naming "+node, func(ctx context.Context) (bool, error) {
+		l, err := dc.Resource(gvr).Namespace(lab.GatewayNamespace).List(ctx, metav1.ListOptions{
+			LabelSelector: "metallb.io/service-name=" + name + ",metallb.io/service-namespace=" + ns})
+		if err != nil {
+			return false, err
+		}
+		var nodes []string
+		for _, u := range l.Items {
+			got, _, _ := unstructured.NestedString(u.Object, "status", "node")
+			nodes = append(nodes, got)
+		}
+		return len(nodes) == 1 && nodes[0] == node, fmt.Errorf("ServiceL2Status objects name %v", nodes)
+	})
 }
 
 // TestLBIPNodeCutOff: cutting the owner off the LAN moves the IP and the client's traffic keeps
@@ -177,10 +201,11 @@ spec:
 		}
 	}
 	if !stillReady {
-		t.Logf("the Node turned NotReady during the watch, so the pruning above may not be the gossip's")
+		t.Errorf("%s's Node turned NotReady within %s, so what the survivor did may not be the gossip's doing", owner, watch)
 	}
 	waitAnnouncedByNode(t, f, ns, "web", survivor)
 	checkNeighbour(t, f, ip, survivor)
+	waitL2Status(t, f, ns, "web", survivor)
 }
 
 // TestLBIPSharedBetweenServices: two Services sharing an IP through metallb.io/allow-shared-ip (on
