@@ -87,7 +87,7 @@ func TestLBIPFailoverGatewayKilled(t *testing.T) {
 	failed := time.Now()
 	f.KillGateway(nodeIndex(t, owner))
 	res := probe.wait(t)
-	t.Logf("gateway of %s killed: %s", owner, res.summary(failed))
+	t.Logf("gateway of %s killed at %s: %s", owner, failed.Format("15:04:05.000"), res.summary(failed))
 	if !res.flowsAfter(failed) {
 		t.Errorf("the client's traffic to %s did not flow again after %s's gateway was killed: %s", ip, owner, res.summary(failed))
 	}
@@ -185,7 +185,7 @@ spec:
 		t.Fatal(err)
 	}
 	stillReady := nodeReady(node)
-	t.Logf("%s cut off; %s's Node Ready after %s: %v", owner, owner, time.Since(cut).Round(100*time.Millisecond), stillReady)
+	t.Logf("%s cut off at %s (compare the gateways' logs); its Node Ready %s later: %v", owner, cut.Format("15:04:05.000"), time.Since(cut).Round(100*time.Millisecond), stillReady)
 	t.Logf("LB IP %s: %s", ip, lbRes.summary(cut))
 	t.Logf("%s's NodePort: %s", survivor, npRes.summary(cut))
 	t.Logf("%s's ingress: %s", survivor, ingRes.summary(cut))
