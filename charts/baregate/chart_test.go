@@ -43,17 +43,34 @@ func chartDir() string {
 
 func render(t *testing.T, sets ...string) []byte {
 	t.Helper()
-	// The cluster version the lab runs; helm built from source assumes an old default.
-	args := []string{"template", "baregate", chartDir(), "--namespace", "baregate-system", "--kube-version", "1.36.3"}
+	var args []string
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
-	out, err := exec.Command(helm(t), args...).CombinedOutput()
+	out, err := template(t, args...)
 	if err != nil {
-		t.Fatalf("helm %v: %v\n%s", args, err, out)
+		t.Fatalf("helm template %v: %v\n%s", args, err, out)
 	}
 	return out
 }
+
+// template runs helm template with extra arguments (-f, --set, --api-versions) and returns its output.
+func template(t *testing.T, extra ...string) ([]byte, error) {
+	t.Helper()
+	// The cluster version the lab runs; helm built from source assumes an old default.
+	args := append([]string{"template", "baregate", chartDir(), "--namespace", "baregate-system", "--kube-version", "1.36.3"}, extra...)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(helm(t), args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stderr.Bytes(), err
+	}
+	return stdout.Bytes(), nil
+}
+
+// fullValues is the example that sets every value.
+func fullValues() string { return filepath.Join(chartDir(), "ci", "full-values.yaml") }
 
 func docs(manifest []byte) [][]byte {
 	var out [][]byte
@@ -85,8 +102,11 @@ func daemonSet(t *testing.T, manifest []byte) *appsv1.DaemonSet {
 }
 
 func TestLint(t *testing.T) {
-	if out, err := exec.Command(helm(t), "lint", "--strict", chartDir()).CombinedOutput(); err != nil {
-		t.Fatalf("helm lint: %v\n%s", err, out)
+	for _, args := range [][]string{nil, {"-f", fullValues()}} {
+		args = append([]string{"lint", "--strict", chartDir()}, args...)
+		if out, err := exec.Command(helm(t), args...).CombinedOutput(); err != nil {
+			t.Errorf("helm %v: %v\n%s", args, err, out)
+		}
 	}
 }
 
