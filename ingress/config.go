@@ -1,15 +1,18 @@
 package ingress
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/baregate/baregate/ingress/acme"
 	"github.com/baregate/baregate/ingress/proxy"
 )
 
@@ -34,6 +37,20 @@ type Config struct {
 	DisableFastPath bool
 	// MinSyncInterval bounds how often the route table is rebuilt during a burst of changes.
 	MinSyncInterval time.Duration
+	// ACME configures certificates from an ACME CA (package acme).
+	ACME acme.Config
+	// Certificates, when set (the gateway sets the acme.Manager), is asked first for every TLS
+	// handshake's certificate and sees every plain-HTTP request before routing. Not a flag.
+	Certificates CertificateSource
+}
+
+// CertificateSource takes part in the listeners for ACME: certificates and tls-alpn-01 answers on the
+// TLS listener, http-01 answers on the HTTP listener.
+type CertificateSource interface {
+	// GetCertificate returns nil and no error for names it has nothing for.
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// HTTPHandler wraps the HTTP listener's handler.
+	HTTPHandler(next http.Handler) http.Handler
 }
 
 // AddFlags registers the ingress flags on fs, with defaults.
@@ -54,6 +71,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ServerHeader, "ingress-server-header", "baregate", "The Server header of every ingress response.")
 	fs.BoolVar(&c.DisableFastPath, "ingress-disable-fast-path", false, "Send every request through Go's standard HTTP client instead of baregate's HTTP/1.1 fast path (which serves plain HTTP/1.1 requests on pooled connections without extra goroutines).")
 	fs.DurationVar(&c.MinSyncInterval, "ingress-min-sync-interval", 10*time.Millisecond, "The shortest time between two route table rebuilds; changes arriving meanwhile are applied together.")
+	c.ACME.AddFlags(fs)
 }
 
 // Validate reports the first invalid value.
@@ -89,6 +107,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MinSyncInterval < 0 {
 		errs = append(errs, fmt.Errorf("--ingress-min-sync-interval must not be negative, got %s", c.MinSyncInterval))
+	}
+	if c.ACME != (acme.Config{}) { // set by AddFlags; a Config built in code may leave ACME out
+		errs = append(errs, c.ACME.Validate())
 	}
 	return errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/acme"
 	"k8s.io/klog/v2"
 
 	"github.com/baregate/baregate/ingress/proxyproto"
@@ -26,6 +27,10 @@ type listeners struct {
 // tlsConfig picks the certificate by SNI from the route table in force, so certificate changes
 // apply to new handshakes without touching established connections.
 func (i *Ingress) tlsConfig() *tls.Config {
+	protos := []string{"h2", "http/1.1"}
+	if i.cfg.Certificates != nil {
+		protos = append(protos, acme.ALPNProto) // tls-alpn-01 validation handshakes
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{ // TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 ones are fixed
@@ -33,8 +38,13 @@ func (i *Ingress) tlsConfig() *tls.Config {
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
-		NextProtos: []string{"h2", "http/1.1"},
+		NextProtos: protos,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if src := i.cfg.Certificates; src != nil {
+				if c, err := src.GetCertificate(hello); c != nil || err != nil {
+					return c, err
+				}
+			}
 			if t := i.proxy.Table(); t != nil {
 				if c := t.Certs.Lookup(hello.ServerName); c != nil {
 					return c, nil
@@ -69,8 +79,12 @@ func (i *Ingress) listen() (*listeners, error) {
 			protos.SetUnencryptedHTTP2(true) // gRPC clients speak h2c with prior knowledge
 		}
 		active := i.metrics.active.WithLabelValues(scheme)
+		handler := i.proxy.Handler(scheme, port)
+		if !useTLS && i.cfg.Certificates != nil {
+			handler = i.cfg.Certificates.HTTPHandler(handler) // http-01 answers, before routing
+		}
 		srv := &http.Server{
-			Handler:           i.proxy.Handler(scheme, port),
+			Handler:           handler,
 			Protocols:         protos,
 			ReadHeaderTimeout: 60 * time.Second,
 			IdleTimeout:       75 * time.Second, // nginx's keepalive_timeout

@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/baregate/baregate/ingress/acme/internal/pebbletest"
+	"github.com/baregate/baregate/ingress/acme/pebbletest"
 	"github.com/baregate/baregate/ingress/selfsigned"
 	"github.com/baregate/baregate/internal/cluster"
 	"github.com/baregate/baregate/internal/lab"
