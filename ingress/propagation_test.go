@@ -13,6 +13,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	fx "github.com/baregate/baregate/ingress/internal/fixture"
+	"github.com/baregate/baregate/ingress/route"
 	"github.com/baregate/baregate/internal/cluster"
 )
 
@@ -154,4 +155,42 @@ func anys[T any](in []T) []any {
 		out[i] = o
 	}
 	return out
+}
+
+// BenchmarkPropagationStages splits the swap stage of BenchmarkPropagation at 5,000 routes into
+// its CPU parts, without the Runner or HTTP: route.Builder.Build of the snapshot with one more
+// Ingress (build-ms) and proxy.Swap of the table (swap-ms), each p50.
+func BenchmarkPropagationStages(b *testing.B) {
+	h := newHarness(b)
+	web := startBackend(b, "web", false, okHandler)
+	svcs, slices_ := serviceInputs("web", web.addr)
+	bld := cluster.NewBuilder("node1", nil)
+	for _, o := range append(append(anys(svcs), anys(slices_)...), fx.Class()) {
+		bld.Set(o)
+	}
+	for i := range 5000 {
+		bld.Set(fx.Ingress(fmt.Sprint("r", i), 5000-i, fx.Rule(fmt.Sprintf("r%d.example.com", i), fx.Path("Prefix", "/", fx.Backend("web", 80)))))
+	}
+	var rb route.Builder
+	t, _ := rb.Build(bld.Build(h.gen.Add(1), time.Now()))
+	h.ing.proxy.Swap(t)
+	var builds, swaps []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		bld.Set(fx.Ingress(fmt.Sprint("new", i), -i, fx.Rule(fmt.Sprintf("new%d.example.com", i), fx.Path("Prefix", "/", fx.Backend("web", 80)))))
+		snap := bld.Build(h.gen.Add(1), time.Now())
+		start := time.Now()
+		t, _ := rb.Build(snap)
+		built := time.Now()
+		h.ing.proxy.Swap(t)
+		builds, swaps = append(builds, built.Sub(start)), append(swaps, time.Since(built))
+	}
+	b.StopTimer()
+	for _, m := range []struct {
+		d    []time.Duration
+		unit string
+	}{{builds, "build-ms"}, {swaps, "swap-ms"}} {
+		slices.Sort(m.d)
+		b.ReportMetric(float64(m.d[len(m.d)/2].Microseconds())/1000, m.unit)
+	}
 }
