@@ -327,6 +327,34 @@ func TestNginxForwardAuth(t *testing.T) {
 	}
 }
 
+// TestNginxForwardAuthClusterService: an auth-url naming a cluster Service goes to its endpoints
+// directly, with the Host of the URL; without endpoints the request fails closed with 500.
+func TestNginxForwardAuthClusterService(t *testing.T) {
+	h := newHarness(t)
+	var host atomic.Value
+	auth := startBackend(t, "auth", false, func(w http.ResponseWriter, r *http.Request) {
+		host.Store(r.Host + " " + r.URL.Path)
+		w.WriteHeader(200)
+	})
+	be := startBackend(t, "web", false, okHandler)
+	authSvcs, authSlices := serviceInputs("auth", auth.addr)
+	in := merge(
+		annotated("app.example", "web", nginxAnn("auth-url", "http://auth.default.svc.cluster.local/verify?u=$request_uri"), be.addr),
+		annotated("down.example", "web", nginxAnn("auth-url", "http://gone.default.svc/verify"), be.addr),
+		cluster.Inputs{Services: authSvcs, EndpointSlices: authSlices},
+	)
+	gone, _ := serviceInputs("gone")
+	in.Services = append(in.Services, gone...)
+	h.apply(in)
+	resp, _ := h.send("GET", "app.example", "/x", nil)
+	expectStatus(t, "auth by a cluster Service", resp, 200)
+	if got, _ := host.Load().(string); got != "auth.default.svc.cluster.local /verify" {
+		t.Errorf("the auth Service saw %q", got)
+	}
+	resp, _ = h.send("GET", "down.example", "/x", nil)
+	expectStatus(t, "auth Service without endpoints", resp, 500)
+}
+
 func TestNginxBasicAuth(t *testing.T) {
 	h := newHarness(t)
 	be := startBackend(t, "web", false, okHandler)

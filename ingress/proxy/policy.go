@@ -144,6 +144,9 @@ func (p *Proxy) newFwd(r *http.Request, rt *route.Route, pl *pool, ip netip.Addr
 	switch {
 	case n.Affinity != nil:
 		f.affinity, f.routePath, f.userAgent = n.Affinity, rt.Path, r.UserAgent()
+		if rt.Regex {
+			f.routePath = "/" // a regular expression is no cookie path; ingress-nginx wants session-cookie-path then
+		}
 		if c, err := r.Cookie(n.Affinity.Name); err == nil {
 			f.cookie = c.Value
 			f.preferred = pl.byCookie(c.Value)
