@@ -6,6 +6,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/baregate/baregate/ingress"
+	"github.com/baregate/baregate/ingress/acme"
 	"github.com/baregate/baregate/internal/cluster"
 	"github.com/baregate/baregate/lbip"
 	"github.com/baregate/baregate/nodeport"
@@ -40,11 +41,17 @@ func buildComponents(cfg *Config, deps cluster.Deps, dyn dynamic.Interface) ([]c
 		}
 	}
 	if cfg.EnableIngress {
-		ing, err := ingress.New(cfg.Ingress, deps)
+		certs, err := acme.New(cfg.Ingress.ACME, deps)
+		if err != nil {
+			return nil, fmt.Errorf("setting up ingress ACME: %w", err)
+		}
+		icfg := cfg.Ingress
+		icfg.Certificates = certs // ACME certificates and challenge answers in the listeners
+		ing, err := ingress.New(icfg, deps)
 		if err != nil {
 			return nil, fmt.Errorf("setting up ingress: %w", err)
 		}
-		comps = append(comps, ing)
+		comps = append(comps, ing, certs)
 		sources.Routes = ing
 	}
 	if cfg.EnableUI {
