@@ -32,9 +32,10 @@ type Config struct {
 }
 
 // Defaults: a LAN answers an ARP probe in well under a millisecond, so 200 ms (two probes) is
-// generous yet keeps a takeover fast. Linux ignores a gratuitous ARP within locktime (1 s) of the
-// entry's last state change, and a client whose traffic just stalled changes state often (delay,
-// probe), so the burst spreads over 5 s: some of it lands outside every locktime.
+// generous yet keeps a takeover fast. A Linux 6.18 client takes a gratuitous ARP request at once,
+// even within locktime (1 s) of the entry's last change and with arp_accept 0 (checked in a
+// namespace); other stacks hold an entry for locktime, and a frame can be lost, so the burst spreads
+// over 5 s: some of it lands outside every locktime.
 var (
 	DefaultProbeTimeout  = 200 * time.Millisecond
 	DefaultRetryConflict = 10 * time.Second

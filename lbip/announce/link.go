@@ -342,8 +342,8 @@ func (l *link) gratuitous(ip netip.Addr) error {
 }
 
 // burst sends gratuitous announcements of ip at each offset, while ip is still answered here. The
-// spread matters: Linux ignores a gratuitous ARP within locktime (1 s) of the entry's last change, so
-// a lone one is easily lost (see DefaultGratuitous).
+// spread matters: a lone one is easily lost or, on some stacks, ignored within locktime of the
+// entry's last change (see DefaultGratuitous).
 func (l *link) burst(ip netip.Addr, offsets []time.Duration) {
 	l.wg.Add(1)
 	go func() {
