@@ -62,6 +62,7 @@ func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
 		backends:  map[BackendKey]*Backend{},
 		certOwner: map[string]types.NamespacedName{},
 		usedCerts: map[types.NamespacedName]bool{},
+		tlsHosts:  map[string]bool{},
 	}
 	// Canaries attach to the routes of their main Ingress, so they go last whatever their age.
 	type canary struct {
@@ -83,7 +84,7 @@ func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
 	s.addAliases()
 	s.orderRegexHosts()
 	for _, r := range s.t.Routes {
-		r.TLS = r.Host != "" && s.t.Certs.Lookup(r.Host) != nil
+		r.TLS = r.Host != "" && (s.t.Certs.Lookup(r.Host) != nil || s.tlsHosts[r.Host])
 	}
 	for key := range b.certs {
 		if !s.usedCerts[key] {
@@ -102,6 +103,9 @@ type buildState struct {
 	usedCerts map[types.NamespacedName]bool
 	problems  []Problem
 	aliases   []aliasRequest
+	// tlsHosts are the hosts some spec.tls lists, with or without a usable Secret: ingress-nginx
+	// serves them over HTTPS (with the default or an ACME certificate) and redirects plain HTTP.
+	tlsHosts map[string]bool
 }
 
 func (s *buildState) problem(ing *networkingv1.Ingress, reason, format string, args ...any) {
@@ -327,6 +331,9 @@ func pickEndpoints(snap *cluster.Snapshot, eps []cluster.Endpoint, portName stri
 }
 
 func (s *buildState) addTLS(ing *networkingv1.Ingress, t networkingv1.IngressTLS) {
+	for _, h := range t.Hosts {
+		s.tlsHosts[strings.ToLower(h)] = true
+	}
 	if t.SecretName == "" {
 		return // the hosts get the default certificate, as with other controllers
 	}

@@ -161,3 +161,18 @@ func FuzzBuildAnnotated(f *testing.F) {
 		}
 	})
 }
+
+// TestTLSListedHostsRedirect: a host listed in spec.tls counts as a TLS host (redirected to HTTPS,
+// HSTS) even without a usable Secret, as in ingress-nginx: it is served with the default or an ACME
+// certificate.
+func TestTLSListedHostsRedirect(t *testing.T) {
+	acme := fx.Ingress("acme", 1, fx.Rule("a.example", fx.Path("Prefix", "/", fx.Backend("web", 80))), fx.TLS("", "a.example"))
+	plain := fx.Ingress("plain", 0, fx.Rule("b.example", fx.Path("Prefix", "/", fx.Backend("web", 80))))
+	tab, _ := Build(served(acme, plain))
+	if r := tab.Match("a.example", "/"); !r.TLS {
+		t.Error("a host listed in spec.tls without a Secret is not a TLS host")
+	}
+	if r := tab.Match("b.example", "/"); r.TLS {
+		t.Error("a host without spec.tls is a TLS host")
+	}
+}

@@ -44,7 +44,8 @@ type Route struct {
 	Ingress  types.NamespacedName
 	Backend  *Backend
 	Policy   *Policy
-	// TLS is set when a certificate from the Ingresses covers Host.
+	// TLS is set when a certificate from the Ingresses covers Host or a spec.tls lists it (then
+	// served with the default or an ACME certificate); plain HTTP to it is redirected (ssl-redirect).
 	TLS bool
 	// Regex is set when Path is a regular expression (use-regex or rewrite-target).
 	Regex bool
