@@ -15,7 +15,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	"github.com/baregate/baregate/internal/lab"
@@ -128,7 +134,8 @@ func TestArgsAreFlagsOfTheBinary(t *testing.T) {
 	}
 	for _, sets := range [][]string{
 		nil,
-		{"lbip.memberlistSecret=gossip", "lbip.interfaces={eth0,eth1}", "nodeport.addresses={192.0.2.0/24}", "ui.unauthenticatedAddress=0.0.0.0:9711"},
+		{"lbip.memberlistSecret=gossip", "lbip.interfaces={eth0,eth1}", "nodeport.addresses={192.0.2.0/24}", "ui.unauthenticatedAddress=0.0.0.0:9711",
+			"ingress.acme.enabled=true", "ingress.acme.email=ops@example.com", "extraArgs={--ingress-access-log}"},
 	} {
 		ds := daemonSet(t, render(t, sets...))
 		for _, arg := range ds.Spec.Template.Spec.Containers[0].Args {
@@ -157,21 +164,44 @@ func TestValuesSwitchComponents(t *testing.T) {
 	}
 }
 
-// TestManifestsInstallOnARealAPIServer creates everything the chart renders (CRDs included) in a
-// real kube-apiserver, which validates every object against its schema.
+// TestManifestsInstallOnARealAPIServer server-side applies everything the full example renders to a
+// real kube-apiserver, which validates every object against its schema (the pools against the CRDs),
+// and reads each object back.
 func TestManifestsInstallOnARealAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cp, client := lab.StartTestControlPlane(ctx, t, "baregate-system")
-	if err := lab.ApplyInNamespace(ctx, cp.RESTConfig(), "baregate-system", render(t, "ingress.defaultClass=true")); err != nil {
+	dyn := dynamic.NewForConfigOrDie(cp.RESTConfig())
+	// The control plane installed the chart's crds/ (the same files): they must be Established.
+	waitCRDsEstablished(ctx, t, dyn)
+
+	manifest, err := template(t, "-f", fullValues())
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, manifest)
+	}
+	if err := lab.ApplyInNamespace(ctx, cp.RESTConfig(), "baregate-system", manifest); err != nil {
 		t.Fatalf("applying the chart: %v", err)
 	}
-	ds, err := client.AppsV1().DaemonSets("baregate-system").Get(ctx, "baregate", metav1.GetOptions{})
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
+	objs := objects(t, manifest)
+	for key, u := range objs {
+		gvk := u.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Errorf("%s: %v", key, err)
+			continue
+		}
+		ri := dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+		if _, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err != nil {
+			t.Errorf("%s was not stored: %v", key, err)
+		}
+	}
+	pool, err := dyn.Resource(poolsGVR).Namespace("baregate-system").Get(ctx, "public", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ds.Spec.Template.Spec.ServiceAccountName; got != "baregate" {
-		t.Errorf("serviceAccountName %q", got)
+	if addrs, _, _ := unstructured.NestedStringSlice(pool.Object, "spec", "addresses"); len(addrs) != 3 || addrs[1] != "203.0.113.100-203.0.113.110" {
+		t.Errorf("pool public stored addresses %v", addrs)
 	}
 	svc, err := client.CoreV1().Services("baregate-system").Get(ctx, "baregate-ingress", metav1.GetOptions{})
 	if err != nil {
@@ -180,11 +210,110 @@ func TestManifestsInstallOnARealAPIServer(t *testing.T) {
 	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
 		t.Errorf("ingress Service: type %s, externalTrafficPolicy %s", svc.Spec.Type, svc.Spec.ExternalTrafficPolicy)
 	}
-	class, err := client.NetworkingV1().IngressClasses().Get(ctx, "baregate", metav1.GetOptions{})
+	class, err := client.NetworkingV1().IngressClasses().Get(ctx, "edge", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if class.Spec.Controller != "baregate.io/ingress" || class.Annotations["ingressclass.kubernetes.io/is-default-class"] != "true" {
 		t.Errorf("IngressClass: %+v", class)
+	}
+}
+
+// TestHelmInstallUpgradeUninstall runs helm itself against a real API server without the MetalLB CRDs:
+// crds/ goes in first, so the pools of the same install are accepted; an upgrade changes a pool in
+// place; uninstalling leaves the CRDs (and so every other pool of the cluster) alone.
+func TestHelmInstallUpgradeUninstall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cp, _ := lab.StartTestControlPlane(ctx, t)
+	dyn := dynamic.NewForConfigOrDie(cp.RESTConfig())
+	crds := dyn.Resource(crdGVR)
+	for _, name := range crdNames {
+		if err := crds.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(ctx, t, "the MetalLB CRDs to be gone", func() bool {
+		for _, name := range crdNames {
+			if _, err := crds.Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return false
+			}
+		}
+		return true
+	})
+	run := func(args ...string) string {
+		t.Helper()
+		args = append(args, "--kubeconfig", cp.KubeconfigPath())
+		out, err := exec.CommandContext(ctx, helm(t), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("helm %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := run("install", "baregate", chartDir(), "--namespace", "baregate-system", "--create-namespace",
+		"--set", "lbip.pools[0].name=default", "--set", "lbip.pools[0].addresses={192.0.2.200-192.0.2.220}")
+	for _, want := range []string{"STATUS: deployed", "get service baregate-ingress", "port-forward service/baregate-dashboard 9711", "Address pools created: default."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("helm install output lacks %q:\n%s", want, out)
+		}
+	}
+	waitCRDsEstablished(ctx, t, dyn)
+	pools := dyn.Resource(poolsGVR).Namespace("baregate-system")
+	if _, err := pools.Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the pool of the install: %v", err)
+	}
+	run("upgrade", "baregate", chartDir(), "--namespace", "baregate-system",
+		"--set", "lbip.pools[0].name=default", "--set", "lbip.pools[0].addresses={192.0.2.230/31}")
+	pool, err := pools.Get(ctx, "default", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs, _, _ := unstructured.NestedStringSlice(pool.Object, "spec", "addresses"); !slices.Equal(addrs, []string{"192.0.2.230/31"}) {
+		t.Errorf("after the upgrade the pool has %v", addrs)
+	}
+	run("uninstall", "baregate", "--namespace", "baregate-system")
+	for _, name := range crdNames {
+		if _, err := crds.Get(ctx, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("uninstall removed CRD %s: %v", name, err)
+		}
+	}
+}
+
+var (
+	crdGVR   = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	poolsGVR = schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: "ipaddresspools"}
+	crdNames = []string{"ipaddresspools.metallb.io", "l2advertisements.metallb.io"}
+)
+
+func waitCRDsEstablished(ctx context.Context, t *testing.T, dyn dynamic.Interface) {
+	t.Helper()
+	waitFor(ctx, t, "the MetalLB CRDs to be Established", func() bool {
+		for _, name := range crdNames {
+			crd, err := dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			established := false
+			for _, c := range conds {
+				m, _ := c.(map[string]any)
+				established = established || (m["type"] == "Established" && m["status"] == "True")
+			}
+			if !established {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }

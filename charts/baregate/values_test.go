@@ -153,6 +153,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"ingress.className=Bad_Class", "className"},
 		{"ingress.acme.email=not-an-address", "email"},
 		{"ingress.acme.directoryURL=ftp://ca.example.com", "directoryURL"},
+		{"ingress.acme.directoryURL=http://ca.example.com/dir", "directoryURL"},
 		{"ui.address=0.0.0.0:9711", "address"},
 		{"ui.unauthenticatedAddress=everywhere", "unauthenticatedAddress"},
 		{"ui.service.type=Ingress", "type"},

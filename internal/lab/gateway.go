@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,12 +97,38 @@ func (l *Lab) CrashGateway(i int) error {
 	return nil
 }
 
+// SetGatewayAccess makes the next StartGateway calls run baregate with kubeconfig instead of the admin
+// one ("" = admin again) and with args instead of Options.GatewayArgs, as a test of the chart's RBAC
+// does with its ServiceAccount's token and its DaemonSet's arguments. Running gateways keep theirs.
+func (l *Lab) SetGatewayAccess(kubeconfig string, args []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gatewayKubeconfig = kubeconfig
+	l.o.GatewayArgs = slices.Clone(args)
+}
+
+// gatewayAccess is the kubeconfig and extra arguments gateways start with.
+func (l *Lab) gatewayAccess() (kubeconfig string, args []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gatewayKubeconfig != "" {
+		return l.gatewayKubeconfig, l.o.GatewayArgs
+	}
+	return l.KubeconfigPath(), l.o.GatewayArgs
+}
+
+// GatewayLog is the file node i's gateway logs to.
+func (l *Lab) GatewayLog(i int) string {
+	return filepath.Join(l.o.Dir, "kubelet", NodeName(i), "logs", GatewayNamespace+"_"+GatewayPodName(i)+"_baregate.log")
+}
+
 // GatewayRunning reports whether a gateway process runs on node i.
 func (l *Lab) GatewayRunning(i int) bool { return len(l.gatewayPIDs(i)) > 0 }
 
 // gatewayPIDs finds node i's gateway processes by their command line.
 func (l *Lab) gatewayPIDs(i int) []int {
-	want := []string{l.o.GatewayBinary, "--node-name=" + NodeName(i), "--kubeconfig=" + l.KubeconfigPath()}
+	kubeconfig, _ := l.gatewayAccess()
+	want := []string{l.o.GatewayBinary, "--node-name=" + NodeName(i), "--kubeconfig=" + kubeconfig}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -137,11 +164,12 @@ func (l *Lab) gatewayPod(i int) *corev1.Pod {
 	fieldEnv := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
+	kubeconfig, extra := l.gatewayAccess()
 	args := append([]string{
 		"--node-name=" + NodeName(i),
-		"--kubeconfig=" + l.KubeconfigPath(),
+		"--kubeconfig=" + kubeconfig,
 		"--namespace=" + GatewayNamespace,
-	}, l.o.GatewayArgs...)
+	}, extra...)
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      GatewayPodName(i),

@@ -94,6 +94,8 @@ type Lab struct {
 
 	mu    sync.Mutex
 	bgErr error
+	// gatewayKubeconfig replaces the admin kubeconfig for gateways started after SetGatewayAccess.
+	gatewayKubeconfig string
 }
 
 // Info is what `baregate-lab status` and other processes learn about a running lab.
