@@ -69,6 +69,9 @@ func (i *Ingress) listen() (*listeners, error) {
 		if i.cfg.ProxyProtocol {
 			ln = &proxyproto.Listener{Listener: ln, Timeout: 10 * time.Second}
 		}
+		if useTLS { // ssl-passthrough hosts are spliced before TLS is terminated
+			ln = newPassthroughListener(ln, i.proxy.Table, i.cfg.ConnectTimeout)
+		}
 		scheme := "http"
 		protos := new(http.Protocols)
 		protos.SetHTTP1(true)

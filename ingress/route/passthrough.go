@@ -1,5 +1,7 @@
 package route
 
+import "strings"
+
 // Passthrough returns the backend that TLS connections for serverName are spliced to without
 // terminating them, when the Ingress owning the host has ssl-passthrough; nil otherwise. As in
 // ingress-nginx, the host's "/" path names the backend (else its first route): paths cannot be
@@ -15,12 +17,9 @@ func (t *Table) Passthrough(serverName string) *Backend {
 	if hr := t.exact[host]; hr != nil {
 		return hr.passthrough()
 	}
-	for i := 0; i < len(host); i++ {
-		if host[i] == '.' {
-			if hr := t.wildcard[host[i+1:]]; hr != nil && i > 0 {
-				return hr.passthrough()
-			}
-			break
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		if hr := t.wildcard[host[i+1:]]; hr != nil {
+			return hr.passthrough()
 		}
 	}
 	return nil
