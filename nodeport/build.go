@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 
@@ -81,24 +80,22 @@ type Builder struct {
 	// context is what every piece depends on besides its own objects; when it changes, nothing is
 	// reused.
 	context string
-	cache   map[types.NamespacedName]*cachedService
-}
-
-// cachedService is a piece with the objects it was built from.
-type cachedService struct {
-	entry  *cluster.Service
-	svc    *corev1.Service
-	slices []*discoveryv1.EndpointSlice
-	rules  *serviceRules
+	// prevSnap and prev are the last snapshot built and its result.
+	prevSnap *cluster.Snapshot
+	prev     *Desired
 }
 
 // NewBuilder returns a Builder with nothing cached.
 func NewBuilder() *Builder {
-	return &Builder{cache: map[types.NamespacedName]*cachedService{}}
+	return &Builder{}
 }
 
 // Build computes the ruleset for snap, as the package-level Build does. Options only shape the
 // skeleton, so they may differ between calls without losing the cache.
+//
+// Only the Services the snapshot reports changed since the previous one are looked at (see the
+// contract on cluster.Snapshot), and of those, a Service still made of the same objects keeps its
+// piece; the result records what it was derived from, for kernelState.diff.
 func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 	podCIDRs := opts.ClusterCIDRs
 	if len(podCIDRs) == 0 {
@@ -108,12 +105,12 @@ func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 	if n := snap.Nodes[snap.NodeName]; n != nil {
 		zone = n.Labels[labelZone]
 	}
-	if ctx := buildContext(snap, zone); ctx != bl.context {
-		bl.context, bl.cache = ctx, map[types.NamespacedName]*cachedService{}
+	ctx := buildContext(snap, zone)
+	prev := bl.prev
+	if ctx != bl.context {
+		prev = nil
 	}
 	d := &Desired{
-		services:     make(map[types.NamespacedName]*serviceRules, len(snap.Services)),
-		Verdicts:     make(map[types.NamespacedName]string, len(snap.Services)),
 		HealthChecks: map[int32]HealthCheck{},
 		UDP:          map[string]map[string]bool{},
 	}
@@ -121,24 +118,49 @@ func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 		d.base[i] = newTable(f.nft)
 		baseRules(d.base[i], f, opts, podCIDRs)
 	}
-	cache := make(map[types.NamespacedName]*cachedService, len(snap.Services))
-	for _, svc := range snap.Services {
-		if !forwarded(svc.Service) {
-			continue
+	piece := func(svc *cluster.Service) *serviceRules {
+		if prev != nil {
+			if old := prev.services[svc.Key()]; old != nil && old.madeOf(svc) {
+				return old
+			}
 		}
-		key := svc.Key()
-		c := bl.cache[key]
-		if c == nil || !c.same(svc) {
-			c = &cachedService{entry: svc, svc: svc.Service, slices: svc.Slices, rules: buildService(snap, svc, zone)}
+		return buildService(snap, svc, zone)
+	}
+	if prev != nil {
+		d.services, d.Verdicts = maps.Clone(prev.services), maps.Clone(prev.Verdicts)
+		// Only the diff against prev needs prev; older ones may go.
+		d.parent, prev.parent = prev, nil
+		for _, key := range snap.ServicesChanged(bl.prevSnap) {
+			d.changed = append(d.changed, key)
+			svc := snap.Service(key)
+			if svc == nil || !forwarded(svc.Service) {
+				delete(d.services, key)
+				delete(d.Verdicts, key)
+				continue
+			}
+			r := piece(svc)
+			d.services[key], d.Verdicts[key] = r, r.verdict
 		}
-		cache[key] = c
-		r := c.rules
-		d.services[key] = r
-		d.Services++
-		d.Problems = append(d.Problems, r.problems...)
-		d.Verdicts[key] = r.verdict
+	} else {
+		d.services = make(map[types.NamespacedName]*serviceRules, len(snap.Services))
+		d.Verdicts = make(map[types.NamespacedName]string, len(snap.Services))
+		for _, svc := range snap.Services {
+			if forwarded(svc.Service) {
+				r := piece(svc)
+				d.services[svc.Key()], d.Verdicts[svc.Key()] = r, r.verdict
+			}
+		}
+	}
+	d.Services = len(d.services)
+	for _, r := range d.services {
+		if len(r.problems) > 0 {
+			d.Problems = append(d.Problems, r.problems...)
+		}
 		if r.healthCheckPort != 0 {
 			d.HealthChecks[r.healthCheckPort] = r.healthCheck
+		}
+		if len(r.udp) == 0 {
+			continue // ranging over an empty map is not free, and this loop runs for every Service
 		}
 		for fe, eps := range r.udp {
 			if d.UDP[fe] == nil {
@@ -147,16 +169,16 @@ func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 			maps.Copy(d.UDP[fe], eps)
 		}
 	}
-	bl.cache = cache
+	slices.SortFunc(d.Problems, func(a, b Problem) int {
+		return cmp.Or(compareKeys(a.Service, b.Service), strings.Compare(a.Reason, b.Reason), strings.Compare(a.Message, b.Message))
+	})
+	bl.context, bl.prevSnap, bl.prev = ctx, snap, d
 	return d
 }
 
-// same reports whether svc is made of the objects c was built from.
-func (c *cachedService) same(svc *cluster.Service) bool {
-	if c.entry == svc {
-		return true
-	}
-	return c.svc == svc.Service && slices.Equal(c.slices, svc.Slices)
+// madeOf reports whether svc is made of the objects r was built from.
+func (r *serviceRules) madeOf(svc *cluster.Service) bool {
+	return r.entry == svc || (r.svc == svc.Service && slices.Equal(r.slices, svc.Slices))
 }
 
 // buildContext renders what all pieces depend on: this node, its zone, and which nodes are live.
@@ -176,7 +198,7 @@ func buildContext(snap *cluster.Snapshot, zone string) string {
 
 // buildService computes one Service's piece.
 func buildService(snap *cluster.Snapshot, svc *cluster.Service, zone string) *serviceRules {
-	r := &serviceRules{key: svc.Key(), udp: map[string]map[string]bool{}}
+	r := &serviceRules{key: svc.Key(), entry: svc, svc: svc.Service, slices: svc.Slices, udp: map[string]map[string]bool{}}
 	fe, problems := parseFrontends(svc.Service)
 	r.problems = problems
 	b := serviceBuilder{r: r, snap: snap, svc: svc, zone: zone, fe: fe}

@@ -5,8 +5,12 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
+
+	"github.com/baregate/baregate/internal/cluster"
 )
 
 // TableName is the name of both tables baregate owns (families ip and ip6).
@@ -33,12 +37,21 @@ type Desired struct {
 	// Problems are bad user input found in Services; each becomes an Event.
 	Problems []Problem
 
+	// parent is the Desired this one was derived from, and changed the keys of the Services whose
+	// piece may differ from parent's (a diff against parent needs to look at no other).
+	parent  *Desired
+	changed []types.NamespacedName
+
 	tables []*Table
 }
 
 // serviceRules is one Service's piece of the ruleset and what else Build derived from it.
 type serviceRules struct {
 	key types.NamespacedName
+	// entry, svc and slices are what the piece was built from.
+	entry  *cluster.Service
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
 	// tables hold only what the Service adds to each family's table: its chains, its affinity sets,
 	// and its elements in the shared sets and maps.
 	tables  [2]*Table

@@ -38,15 +38,41 @@ func (w *world) snapshot() *cluster.Snapshot {
 	if node == "" {
 		node = nodeA
 	}
-	nodes := []*corev1.Node{
+	return cluster.NewSnapshot(1, time.Unix(0, 0), cluster.Inputs{
+		NodeName: node, Services: w.services, EndpointSlices: w.slices, Nodes: worldNodes(), LiveNodes: w.live,
+	})
+}
+
+// builder returns a cluster.Builder holding w, as the gateway keeps one: its snapshots share what did
+// not change.
+func (w *world) builder() *cluster.Builder {
+	node := w.node
+	if node == "" {
+		node = nodeA
+	}
+	cb := cluster.NewBuilder(node, nil)
+	for _, n := range worldNodes() {
+		cb.Set(n)
+	}
+	for _, s := range w.services {
+		cb.Set(s)
+	}
+	for _, es := range w.slices {
+		cb.Set(es)
+	}
+	if w.live != nil {
+		cb.SetLiveNodes(w.live)
+	}
+	return cb
+}
+
+func worldNodes() []*corev1.Node {
+	return []*corev1.Node{
 		{ObjectMeta: metav1.ObjectMeta{Name: nodeA, Labels: map[string]string{labelZone: "z1"}},
 			Spec: corev1.NodeSpec{PodCIDRs: []string{"198.18.1.0/24", "2001:db8:1:1::/64"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: nodeB, Labels: map[string]string{labelZone: "z2"}},
 			Spec: corev1.NodeSpec{PodCIDRs: []string{"198.18.2.0/24", "2001:db8:1:2::/64"}}},
 	}
-	return cluster.NewSnapshot(1, time.Unix(0, 0), cluster.Inputs{
-		NodeName: node, Services: w.services, EndpointSlices: w.slices, Nodes: nodes, LiveNodes: w.live,
-	})
 }
 
 // svc returns a ClusterIP Service ns/name with one TCP port "http" 80 -> 8080.

@@ -302,12 +302,18 @@ func (k *kernelState) diff(d *Desired) []op {
 			deletes = appendTableDeletes(deletes, t, old)
 		}
 	}
-	for key, now := range d.services {
-		visit(key, now, k.d.services[key])
-	}
-	for key, was := range k.d.services {
-		if d.services[key] == nil {
-			visit(key, nil, was)
+	if d.parent != nil && d.parent == k.d {
+		for _, key := range d.changed {
+			visit(key, d.services[key], k.d.services[key])
+		}
+	} else {
+		for key, now := range d.services {
+			visit(key, now, k.d.services[key])
+		}
+		for key, was := range k.d.services {
+			if d.services[key] == nil {
+				visit(key, nil, was)
+			}
 		}
 	}
 	// Element deletes first (a key whose value changes is deleted and re-added), then adds; both
