@@ -114,6 +114,14 @@ func TestBrowser(t *testing.T) {
 	if lbips := uitest.Must(t, ctx, errs, "LB IP table", chromedp.Text(css(`#tab-lbips tbody`))); !strings.Contains(lbips, "203.0.113.10") || !strings.Contains(lbips, "node-a") || !strings.Contains(lbips, "default") {
 		t.Errorf("LB IP table: %q", lbips)
 	}
+	do("the Ingress hosts table",
+		chromedp.Click(css(`button[data-tab="hosts"]`)),
+		chromedp.WaitVisible(css(`#tab-hosts tbody tr`)),
+		screenshot("ui-hosts.png"),
+	)
+	if hosts := uitest.Must(t, ctx, errs, "hosts table", chromedp.Text(css(`#tab-hosts tbody`))); !strings.Contains(hosts, "shop.example.com") || !strings.Contains(hosts, "self-signed") || !strings.Contains(hosts, "2027-01-29") {
+		t.Errorf("hosts table: %q; want shop.example.com's self-signed certificate expiring 2027-01-29", hosts)
+	}
 	if e := errs(); len(e) > 0 {
 		t.Errorf("the page logged errors: %q", e)
 	}

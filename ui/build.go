@@ -20,6 +20,8 @@ type Live struct {
 	Announcements []cluster.Announcement
 	Forwarding    *cluster.ForwardingInfo
 	Routes        []cluster.Route
+	// ACME is the ingress's ACME state per host; nil when ACME is off or not reported.
+	ACME []cluster.ACMECertificate
 	// Rates are the routes' request rates over the last sampling window.
 	Rates map[RouteKey]Rate
 	// ErrorThreshold is the share of 5xx responses above which a route counts as failing.

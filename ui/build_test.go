@@ -256,13 +256,13 @@ func TestCertState(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sec := &corev1.Secret{Data: map[string][]byte{corev1.TLSCertKey: selfSigned(t, tc.certHost, fixtureTime.Add(time.Duration(tc.notAfter)*24*time.Hour))}}
-			_, got, h := certState(sec, tc.host, fixtureTime)
-			if got != tc.want || h != tc.health {
-				t.Errorf("certState = %q %q, want %q %q", got, h, tc.want, tc.health)
+			_, issuer, got, h := certState(sec, tc.host, fixtureTime)
+			if got != tc.want || h != tc.health || issuer != "self-signed" {
+				t.Errorf("certState = %q %q %q, want %q %q self-signed", got, h, issuer, tc.want, tc.health)
 			}
 		})
 	}
-	if _, got, _ := certState(&corev1.Secret{Data: map[string][]byte{corev1.TLSCertKey: []byte("junk")}}, "a", fixtureTime); got != "no PEM certificate in tls.crt" {
+	if _, _, got, _ := certState(&corev1.Secret{Data: map[string][]byte{corev1.TLSCertKey: []byte("junk")}}, "a", fixtureTime); got != "no PEM certificate in tls.crt" {
 		t.Errorf("junk certificate: %q", got)
 	}
 }

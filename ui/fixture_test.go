@@ -91,14 +91,30 @@ func node(name, ip string, ready bool) *corev1.Node {
 
 // selfSigned returns a PEM certificate for host valid until notAfter.
 func selfSigned(t testing.TB, host string, notAfter time.Time) []byte {
+	return certPEM(t, host, notAfter, nil)
+}
+
+// certPEM returns a PEM certificate for host valid until notAfter, issued by a CA named ca, or
+// self-signed when ca is nil.
+func certPEM(t testing.TB, host string, notAfter time.Time, ca *pkix.Name) []byte {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	newKey := func() *ecdsa.PrivateKey {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
 	}
+	key := newKey()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
 		NotBefore: notAfter.Add(-90 * 24 * time.Hour), NotAfter: notAfter}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	parent, signer := tmpl, key
+	if ca != nil {
+		signer = newKey()
+		parent = &x509.Certificate{SerialNumber: big.NewInt(2), Subject: *ca, NotBefore: tmpl.NotBefore, NotAfter: notAfter.Add(time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/x509"
 	"encoding/pem"
@@ -18,8 +19,8 @@ import (
 // certWarnBefore is how long before expiry a certificate turns amber.
 const certWarnBefore = 14 * 24 * time.Hour
 
-// TLSACMEAnnotation is the common way to ask an ingress controller for an ACME certificate.
-const TLSACMEAnnotation = "kubernetes.io/tls-acme"
+// ACMEAnnotation is how an Ingress asks baregate for ACME certificates for its hosts.
+const ACMEAnnotation = "baregate.io/acme"
 
 type hostInfo struct {
 	row        HostRow
@@ -33,12 +34,16 @@ func addIngresses(g *graph, snap *cluster.Snapshot, live Live, svcHealth map[typ
 	for _, r := range live.Routes {
 		table[routeKeyOf(r)] = r
 	}
+	acme := map[string]cluster.ACMECertificate{}
+	for _, c := range live.ACME {
+		acme[strings.ToLower(c.Host)] = c
+	}
 	hosts := map[string]*hostInfo{}
 	for _, ing := range snap.Ingresses {
 		namespaces[ing.Namespace] = true
 		ingKey := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 		addRoute := func(host, path, pathType string, backend *networkingv1.IngressBackend) {
-			h := hostEntry(hosts, snap, ing, host)
+			h := hostEntry(hosts, snap, ing, host, live.ACME != nil)
 			h.row.Routes++
 			rk := RouteKey{Ingress: ingKey, Host: host, Path: path}
 			hid, rid := "host:"+cmp.Or(host, "*"), routeID(ingKey, host, path)
@@ -83,8 +88,17 @@ func addIngresses(g *graph, snap *cluster.Snapshot, live Live, svcHealth map[typ
 			n.Sub = "HTTPS · " + h.row.Cert
 		}
 		n.Fields = []Field{{"Ingresses", strings.Join(h.row.Ingresses, ", ")}, {"Routes", fmt.Sprint(h.row.Routes)}, {"TLS", fmt.Sprint(h.row.TLS)}}
+		if c, ok := acme[host]; ok {
+			var health Health
+			h.row.ACME, health = acmeState(c)
+			h.health = worse(h.health, health)
+			n.Health = worse(n.Health, health)
+		}
 		if h.row.TLS {
 			n.Fields = append(n.Fields, Field{"Secret", h.row.Secret}, Field{"Certificate", h.row.Cert})
+			if h.row.Issuer != "" {
+				n.Fields = append(n.Fields, Field{"Issuer", h.row.Issuer})
+			}
 		}
 		if h.row.ACME != "" {
 			n.Fields = append(n.Fields, Field{"ACME", h.row.ACME})
@@ -103,7 +117,9 @@ func onlyErrors(h Health) Health {
 	return HealthOK
 }
 
-func hostEntry(hosts map[string]*hostInfo, snap *cluster.Snapshot, ing *networkingv1.Ingress, host string) *hostInfo {
+// hostEntry adds the Ingress to the host's row. acmeKnown says whether the ingress's ACME state is
+// available; without it an ACME request can only be reported as asked for.
+func hostEntry(hosts map[string]*hostInfo, snap *cluster.Snapshot, ing *networkingv1.Ingress, host string, acmeKnown bool) *hostInfo {
 	h := hosts[host]
 	if h == nil {
 		h = &hostInfo{row: HostRow{Host: cmp.Or(host, "*"), Cert: "none"}, namespaces: map[string]bool{}, health: HealthOK}
@@ -114,8 +130,12 @@ func hostEntry(hosts map[string]*hostInfo, snap *cluster.Snapshot, ing *networki
 	if !slices.Contains(h.row.Ingresses, key) {
 		h.row.Ingresses = append(h.row.Ingresses, key)
 	}
-	if ing.Annotations[TLSACMEAnnotation] == "true" {
-		h.row.ACME = "requested (" + TLSACMEAnnotation + ")"
+	if ing.Annotations[ACMEAnnotation] == "true" && h.row.ACME == "" {
+		h.row.ACME = "requested (" + ACMEAnnotation + ")"
+		if acmeKnown {
+			// Overwritten by the ACME state when the ingress lists the host.
+			h.row.ACME += " but not ordered: wildcard, IP address or single label"
+		}
 	}
 	if h.row.TLS {
 		return h
@@ -133,36 +153,79 @@ func hostEntry(hosts map[string]*hostInfo, snap *cluster.Snapshot, ing *networki
 		sec := snap.Secrets[types.NamespacedName{Namespace: ing.Namespace, Name: tls.SecretName}]
 		var cert string
 		var health Health
-		h.row.NotAfter, cert, health = certState(sec, host, snap.Taken)
+		h.row.NotAfter, h.row.Issuer, cert, health = certState(sec, host, snap.Taken)
 		h.row.Cert, h.health = cert, worse(h.health, health)
 		return h
 	}
 	return h
 }
 
-// certState reads the certificate of a TLS Secret: its expiry and whether it serves host.
-func certState(sec *corev1.Secret, host string, now time.Time) (*time.Time, string, Health) {
+// certState reads the certificate of a TLS Secret: its expiry, who issued it, and whether it
+// serves host.
+func certState(sec *corev1.Secret, host string, now time.Time) (notAfter *time.Time, issuer, state string, health Health) {
 	if sec == nil {
-		return nil, "secret missing", HealthDown
+		return nil, "", "secret missing", HealthDown
 	}
 	block, _ := pem.Decode(sec.Data[corev1.TLSCertKey])
 	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, "no PEM certificate in " + corev1.TLSCertKey, HealthDown
+		return nil, "", "no PEM certificate in " + corev1.TLSCertKey, HealthDown
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return nil, "unparseable certificate", HealthDown
+		return nil, "", "unparseable certificate", HealthDown
 	}
-	notAfter := cert.NotAfter.UTC()
+	na := cert.NotAfter.UTC()
+	issuer = issuerName(cert)
 	switch {
 	case host != "" && cert.VerifyHostname(host) != nil:
-		return &notAfter, "not valid for this host", HealthDown
-	case now.After(notAfter):
-		return &notAfter, "expired " + notAfter.Format(time.DateOnly), HealthDown
-	case notAfter.Sub(now) < certWarnBefore:
-		return &notAfter, fmt.Sprintf("expires in %d days", int(notAfter.Sub(now).Hours()/24)), HealthNotReady
+		return &na, issuer, "not valid for this host", HealthDown
+	case now.After(na):
+		return &na, issuer, "expired " + na.Format(time.DateOnly), HealthDown
+	case na.Sub(now) < certWarnBefore:
+		return &na, issuer, fmt.Sprintf("expires in %d days", int(na.Sub(now).Hours()/24)), HealthNotReady
 	}
-	return &notAfter, "valid until " + notAfter.Format(time.DateOnly), HealthOK
+	return &na, issuer, "valid until " + na.Format(time.DateOnly), HealthOK
+}
+
+// issuerName names a certificate's issuer as an operator knows it: its organisation and common
+// name (Let's Encrypt's "R11"), or "self-signed".
+func issuerName(cert *x509.Certificate) string {
+	if bytes.Equal(cert.RawIssuer, cert.RawSubject) {
+		return "self-signed"
+	}
+	var parts []string
+	if len(cert.Issuer.Organization) > 0 {
+		parts = append(parts, cert.Issuer.Organization[0])
+	}
+	if cn := cert.Issuer.CommonName; cn != "" && !slices.Contains(parts, cn) {
+		parts = append(parts, cn)
+	}
+	if len(parts) == 0 {
+		return cert.Issuer.String()
+	}
+	return strings.Join(parts, " ")
+}
+
+// acmeState says where a host's ACME certificate stands, and colours a failed order.
+func acmeState(c cluster.ACMECertificate) (string, Health) {
+	switch c.State {
+	case cluster.ACMEIssued:
+		return "issued, renews " + c.RenewAt.UTC().Format(time.DateOnly), HealthOK
+	case cluster.ACMEFailed:
+		s := "failed: " + c.LastError
+		if !c.LastAttempt.IsZero() {
+			s += " (last attempt " + c.LastAttempt.UTC().Format(time.RFC3339) + ")"
+		}
+		if !c.NotAfter.IsZero() {
+			s += "; still serving a certificate valid until " + c.NotAfter.UTC().Format(time.DateOnly)
+		}
+		return s, HealthNotReady
+	}
+	s := "pending: ordering"
+	if !c.LastAttempt.IsZero() {
+		s += " since " + c.LastAttempt.UTC().Format(time.RFC3339)
+	}
+	return s, HealthPending
 }
 
 // routeNode adds one Ingress route and its edge to the Service, and returns the route's health.

@@ -146,6 +146,7 @@ type HostRow struct {
 	TLS       bool       `json:"tls"`
 	Secret    string     `json:"secret,omitempty"`
 	NotAfter  *time.Time `json:"notAfter,omitempty"`
+	Issuer    string     `json:"issuer,omitempty"`
 	Cert      string     `json:"cert"`
 	ACME      string     `json:"acme"`
 }

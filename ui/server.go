@@ -30,6 +30,7 @@ type Sources struct {
 	Announcements cluster.AnnouncementSource
 	Forwarding    cluster.ForwardingSource
 	Routes        cluster.RouteSource
+	ACME          cluster.ACMESource
 }
 
 // Server is the dashboard component: it rebuilds the map on every snapshot and on a timer (for the
@@ -208,6 +209,12 @@ func (s *Server) live(now time.Time) Live {
 			l.Routes = []cluster.Route{}
 		}
 		l.Rates = s.rates.observe(now, l.Routes)
+	}
+	if s.sources.ACME != nil {
+		l.ACME = s.sources.ACME.ACMECertificates()
+		if l.ACME == nil {
+			l.ACME = []cluster.ACMECertificate{}
+		}
 	}
 	return l
 }

@@ -244,7 +244,8 @@ function renderHosts(rows) {
   badge('n-hosts', rows.length, false);
   fillTable('hosts', rows, (r) => [r.host, r.ingresses.join(', '), String(r.routes), r.tls ? 'yes' : 'no', r.secret || '—',
     el('td', { class: /missing|expired|not valid|no PEM|unparseable/.test(r.cert) ? 'bad' : (/expires in/.test(r.cert) ? 'warn' : ''), text: r.cert }),
-    r.notAfter ? new Date(r.notAfter).toISOString().slice(0, 10) : '—', r.acme || '—'], (r) => showOnMap(r.host));
+    r.issuer || '—', r.notAfter ? new Date(r.notAfter).toISOString().slice(0, 10) : '—',
+    el('td', { class: /^failed/.test(r.acme) ? 'bad' : (/^pending|not ordered/.test(r.acme) ? 'warn' : ''), text: r.acme || '—' })], (r) => showOnMap(r.host));
 }
 
 function renderNoEndpoints(rows) {
