@@ -268,29 +268,41 @@ func anys[T any](in []T) []any {
 // Ingress's own namespace, and those refs (may be nil) returns for it. A missing Secret is left out.
 func referencedSecrets(served []*networkingv1.Ingress, all map[types.NamespacedName]*corev1.Secret, refs func(*networkingv1.Ingress) []types.NamespacedName) map[types.NamespacedName]*corev1.Secret {
 	out := map[types.NamespacedName]*corev1.Secret{}
-	keep := func(key types.NamespacedName) {
-		if sec := all[key]; sec != nil && key.Name != "" {
-			out[key] = sec
-		}
-	}
 	for _, ing := range served {
-		for _, tls := range ing.Spec.TLS {
-			keep(types.NamespacedName{Namespace: ing.Namespace, Name: tls.SecretName})
-		}
-		if refs != nil {
-			for _, key := range refs(ing) {
-				keep(key)
+		eachSecretRef(ing, refs, func(key types.NamespacedName) {
+			if sec := all[key]; sec != nil {
+				out[key] = sec
 			}
-		}
+		})
 	}
 	return out
 }
 
-// servedIngresses returns baregate's IngressClasses and the Ingresses that select one of them: by
-// spec.ingressClassName, by the legacy annotation naming the class, or by naming none while one of
-// our classes is the cluster default. ingresses must be in compareIngresses order; so is the result.
-func servedIngresses(classes []*networkingv1.IngressClass, ingresses []*networkingv1.Ingress) ([]*networkingv1.IngressClass, []*networkingv1.Ingress) {
-	ours := map[string]bool{}
+// eachSecretRef calls fn with each Secret ing references (named, though it may not exist).
+func eachSecretRef(ing *networkingv1.Ingress, refs func(*networkingv1.Ingress) []types.NamespacedName, fn func(types.NamespacedName)) {
+	for _, tls := range ing.Spec.TLS {
+		if tls.SecretName != "" {
+			fn(types.NamespacedName{Namespace: ing.Namespace, Name: tls.SecretName})
+		}
+	}
+	if refs != nil {
+		for _, key := range refs(ing) {
+			if key.Name != "" {
+				fn(key)
+			}
+		}
+	}
+}
+
+// ingressFilter says which Ingresses baregate serves, given the cluster's IngressClasses.
+type ingressFilter struct {
+	ours           map[string]bool
+	serveClassless bool
+}
+
+// newIngressFilter returns baregate's IngressClasses, sorted by name, and the filter they make.
+func newIngressFilter(classes []*networkingv1.IngressClass) ([]*networkingv1.IngressClass, ingressFilter) {
+	f := ingressFilter{ours: map[string]bool{}}
 	var ourClasses []*networkingv1.IngressClass
 	defaultIsOurs, otherDefault := false, false
 	for _, c := range sortedByKey(classes) {
@@ -299,33 +311,27 @@ func servedIngresses(classes []*networkingv1.IngressClass, ingresses []*networki
 			otherDefault = otherDefault || isDefault
 			continue
 		}
-		ours[c.Name] = true
+		f.ours[c.Name] = true
 		ourClasses = append(ourClasses, c)
 		defaultIsOurs = defaultIsOurs || isDefault
 	}
 	// With several default classes the API server refuses class-less Ingresses unless one is ours;
 	// we serve them only when the default is unambiguously ours.
-	serveClassless := defaultIsOurs && !otherDefault
+	f.serveClassless = defaultIsOurs && !otherDefault
+	return ourClasses, f
+}
 
-	var served []*networkingv1.Ingress
-	for _, ing := range ingresses {
-		switch {
-		case ing.Spec.IngressClassName != nil:
-			if !ours[*ing.Spec.IngressClassName] {
-				continue
-			}
-		case ing.Annotations[LegacyIngressClassAnnotation] != "":
-			if !ours[ing.Annotations[LegacyIngressClassAnnotation]] {
-				continue
-			}
-		default:
-			if !serveClassless {
-				continue
-			}
-		}
-		served = append(served, ing)
+// serves reports whether ing selects one of our classes: by spec.ingressClassName, by the legacy
+// annotation naming the class, or by naming none while one of our classes is the cluster default.
+func (f ingressFilter) serves(ing *networkingv1.Ingress) bool {
+	switch {
+	case ing.Spec.IngressClassName != nil:
+		return f.ours[*ing.Spec.IngressClassName]
+	case ing.Annotations[LegacyIngressClassAnnotation] != "":
+		return f.ours[ing.Annotations[LegacyIngressClassAnnotation]]
+	default:
+		return f.serveClassless
 	}
-	return ourClasses, served
 }
 
 func flattenEndpoints(slices_ []*discoveryv1.EndpointSlice) []Endpoint {
