@@ -106,6 +106,8 @@ type buildState struct {
 	// tlsHosts are the hosts some spec.tls lists, with or without a usable Secret: ingress-nginx
 	// serves them over HTTPS (with the default or an ACME certificate) and redirects plain HTTP.
 	tlsHosts map[string]bool
+	// plainPolicy is the parse of the defaults, shared by Ingresses without options.
+	plainPolicy *Policy
 }
 
 func (s *buildState) problem(ing *networkingv1.Ingress, reason, format string, args ...any) {

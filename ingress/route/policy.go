@@ -46,6 +46,23 @@ func (s *buildState) secretGetter() annotations.SecretGetter {
 // policy parses the Policy of an Ingress. Bad values become Problems on that Ingress; each option
 // has then already fallen back to its safe behaviour, and other Ingresses are unaffected.
 func (s *buildState) policy(ing *networkingv1.Ingress) *Policy {
+	if !hasOptions(ing) {
+		// Most Ingresses set no option: they share one parse of the defaults, read-only.
+		if s.plainPolicy == nil {
+			np, _ := s.defaults().Parse(&networkingv1.Ingress{}, nil)
+			s.plainPolicy = &Policy{Nginx: np}
+			if v := np.HSTS.Header(); v != "" {
+				s.plainPolicy.HSTS = []string{v}
+			}
+			s.plainPolicy.Plain = plain(s.plainPolicy)
+		}
+		if len(ing.Annotations) == 0 {
+			return s.plainPolicy
+		}
+		p := *s.plainPolicy
+		p.Annotations = ing.Annotations
+		return &p
+	}
 	np, probs := s.defaults().Parse(ing, s.secretGetter())
 	for _, pr := range probs {
 		s.problem(ing, pr.Reason, "%s: %s", pr.Annotation, pr.Message)
@@ -153,4 +170,14 @@ func (s *buildState) authBackend(ing *networkingv1.Ingress, raw string) *Backend
 	}
 	s.resolve(ing, be, networkingv1.ServiceBackendPort{Number: int32(port)})
 	return s.sharedBackend(be)
+}
+
+// hasOptions reports whether an Ingress has any annotation of either option prefix.
+func hasOptions(ing *networkingv1.Ingress) bool {
+	for k := range ing.Annotations {
+		if strings.HasPrefix(k, annotations.NginxPrefix) || strings.HasPrefix(k, annotations.BaregatePrefix) {
+			return true
+		}
+	}
+	return false
 }
