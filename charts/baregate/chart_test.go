@@ -3,11 +3,9 @@ package chart_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -24,28 +22,13 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/baregate/baregate/charts/baregate/charttest"
 	"github.com/baregate/baregate/internal/lab"
-	"github.com/baregate/baregate/internal/testutil"
 )
 
-// helm finds the helm CLI that `make deps` installs from the Go module proxy.
-func helm(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("helm"); err == nil {
-		return p
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "baregate", "bin", "helm")
-	if _, err := os.Stat(p); err != nil {
-		testutil.SkipOrFail(t, "helm is not installed; make deps installs it into ~/.cache/baregate/bin")
-	}
-	return p
-}
+func helm(t *testing.T) string { return charttest.Helm(t) }
 
-func chartDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(file)
-}
+func chartDir() string { return charttest.Dir() }
 
 func render(t *testing.T, sets ...string) []byte {
 	t.Helper()
@@ -60,19 +43,10 @@ func render(t *testing.T, sets ...string) []byte {
 	return out
 }
 
-// template runs helm template with extra arguments (-f, --set, --api-versions) and returns its output.
+// template runs helm template with extra arguments (-f, --set, --api-versions).
 func template(t *testing.T, extra ...string) ([]byte, error) {
 	t.Helper()
-	// The cluster version the lab runs; helm built from source assumes an old default.
-	args := append([]string{"template", "baregate", chartDir(), "--namespace", "baregate-system", "--kube-version", "1.36.3"}, extra...)
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(helm(t), args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if err != nil {
-		return stderr.Bytes(), err
-	}
-	return stdout.Bytes(), nil
+	return charttest.Template(t, "baregate-system", extra...)
 }
 
 // fullValues is the example that sets every value.

@@ -51,7 +51,12 @@ func (l *Lab) StartGateway(ctx context.Context, i int) error {
 		return fmt.Errorf("no node %d in a lab of %d", i, l.o.Nodes)
 	}
 	if l.o.GatewayBinary == "" {
-		return fmt.Errorf("no gateway binary: set Options.GatewayBinary or StartGateway")
+		// A lab started without gateways builds the binary when the first one starts.
+		p, err := BuildBinary(ctx, "./cmd/baregate", filepath.Join(l.o.Dir, "bin"))
+		if err != nil {
+			return err
+		}
+		l.o.GatewayBinary = p
 	}
 	if err := l.ensureNamespace(ctx, GatewayNamespace); err != nil {
 		return err

@@ -1,15 +1,12 @@
 package chart
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -24,9 +21,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 
+	"github.com/baregate/baregate/charts/baregate/charttest"
 	"github.com/baregate/baregate/internal/lab"
 	"github.com/baregate/baregate/internal/lab/echo"
-	"github.com/baregate/baregate/internal/testutil"
 	"github.com/baregate/baregate/test/e2e/framework"
 )
 
@@ -118,33 +115,15 @@ func TestGatewayRunsWithTheChartsRBAC(t *testing.T) {
 // renderChart renders charts/baregate as release "baregate" (the name the lab's gateway Pods carry).
 func renderChart(t *testing.T, sets ...string) []byte {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "charts", "baregate")
-	args := []string{"template", "baregate", dir, "--namespace", lab.GatewayNamespace, "--kube-version", "1.36.3"}
+	var args []string
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(helmPath(t), args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("helm %v: %v\n%s", args, err, stderr.Bytes())
+	out, err := charttest.Template(t, lab.GatewayNamespace, args...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v\n%s", args, err, out)
 	}
-	return stdout.Bytes()
-}
-
-// helmPath finds the helm CLI that `make deps` installs from the Go module proxy.
-func helmPath(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("helm"); err == nil {
-		return p
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "baregate", "bin", "helm")
-	if _, err := os.Stat(p); err != nil {
-		testutil.SkipOrFail(t, "helm is not installed; make deps installs it into ~/.cache/baregate/bin")
-	}
-	return p
+	return out
 }
 
 // daemonSetArgs are the arguments the chart's DaemonSet gives baregate.
