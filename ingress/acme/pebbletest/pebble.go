@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,17 +25,37 @@ import (
 // Version is the Pebble release the tests build.
 const Version = "v2.10.3"
 
-// Options say where Pebble's validator connects for the challenges (ports on 127.0.0.1).
+// Options say where Pebble serves and where its validator connects for the challenges.
 type Options struct {
 	HTTPPort, TLSPort int
+	// ListenIP is the address Pebble serves on (default 127.0.0.1).
+	ListenIP string
+	// Command prepares Pebble's command line (default exec.Command); a lab runs it in a host's
+	// network namespace.
+	Command func(argv ...string) *exec.Cmd
+	// Dial reaches Pebble (default: from the test's own network namespace).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Hosts, when set, are the only names the validator resolves (name -> IP, through an /etc/hosts
+	// bind-mounted in a private mount namespace); otherwise every name resolves to 127.0.0.1.
+	Hosts map[string]string
 }
 
 // Pebble is a running Pebble.
 type Pebble struct {
 	// DirectoryURL is the ACME directory; CAFile the PEM file to trust for its HTTPS.
 	DirectoryURL, CAFile string
-	mgmt                 string
+	mgmt, log            string
 	client               *http.Client
+}
+
+// Orders counts the orders Pebble has created so far (from its log).
+func (p *Pebble) Orders(t testing.TB) int {
+	t.Helper()
+	out, err := os.ReadFile(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(out), "Added order")
 }
 
 // Binary returns Pebble's path, building it first when missing.
@@ -63,15 +84,24 @@ func Start(t testing.TB, opts Options) *Pebble {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
-	cert, err := selfsigned.New("pebble", []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+	if opts.ListenIP == "" {
+		opts.ListenIP = "127.0.0.1"
+	}
+	if opts.Command == nil {
+		opts.Command = func(argv ...string) *exec.Cmd { return exec.Command(argv[0], argv[1:]...) }
+	}
+	cert, err := selfsigned.New("pebble", []string{opts.ListenIP, "127.0.0.1", "localhost"}, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Pebble{CAFile: filepath.Join(dir, "cert.pem")}
+	p := &Pebble{CAFile: filepath.Join(dir, "cert.pem"), log: filepath.Join(dir, "pebble.log")}
 	keyFile := filepath.Join(dir, "key.pem")
 	writeFile(t, p.CAFile, cert.CertPEM)
 	writeFile(t, keyFile, cert.KeyPEM)
-	addr, mgmt := freePort(t), freePort(t)
+	addr, mgmt := net.JoinHostPort(opts.ListenIP, "14000"), net.JoinHostPort(opts.ListenIP, "15000")
+	if opts.ListenIP == "127.0.0.1" {
+		addr, mgmt = freePort(t), freePort(t)
+	}
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress": addr, "managementListenAddress": mgmt,
 		"certificate": p.CAFile, "privateKey": keyFile,
@@ -84,11 +114,21 @@ func Start(t testing.TB, opts Options) *Pebble {
 	data, _ := json.Marshal(cfg)
 	writeFile(t, cfgFile, data)
 
-	dns := startDNS(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-config", cfgFile, "-dnsserver", dns)
+	argv := []string{bin, "-config", cfgFile}
+	if opts.Hosts == nil {
+		argv = append(argv, "-dnsserver", startDNS(t))
+	} else {
+		var hosts []byte
+		for name, ip := range opts.Hosts {
+			hosts = fmt.Appendf(hosts, "%s %s\n", ip, name)
+		}
+		hostsFile := filepath.Join(dir, "hosts")
+		writeFile(t, hostsFile, hosts)
+		argv = append([]string{"unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "$1" /etc/hosts && shift && exec "$@"`, "sh", hostsFile}, argv...)
+	}
+	cmd := opts.Command(argv...)
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
-	log, err := os.Create(filepath.Join(dir, "pebble.log"))
+	log, err := os.Create(p.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +137,7 @@ func Start(t testing.TB, opts Options) *Pebble {
 		t.Fatalf("starting pebble: %v", err)
 	}
 	t.Cleanup(func() {
-		cancel()
+		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
 			out, _ := os.ReadFile(log.Name())
@@ -107,7 +147,7 @@ func Start(t testing.TB, opts Options) *Pebble {
 	})
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(cert.CertPEM)
-	p.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	p.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: opts.Dial}}
 	p.DirectoryURL, p.mgmt = "https://"+addr+"/dir", "https://"+mgmt
 	deadline := time.Now().Add(30 * time.Second)
 	for {
