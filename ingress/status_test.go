@@ -97,11 +97,12 @@ func TestLeaderWritesStatusAndEvents(t *testing.T) {
 		got, _ := h.client.NetworkingV1().Ingresses("default").Get(ctx, "bad", metav1.GetOptions{})
 		return len(got.Status.LoadBalancer.Ingress) == 1 && got.Status.LoadBalancer.Ingress[0].IP == "203.0.113.10"
 	})
+	// The writer updates one Ingress after the other: wait for each rather than race the second.
 	for _, name := range []string{"web", "bad"} {
-		got, _ := h.client.NetworkingV1().Ingresses("default").Get(ctx, name, metav1.GetOptions{})
-		if len(got.Status.LoadBalancer.Ingress) != 1 {
-			t.Errorf("Ingress %s status %v", name, got.Status.LoadBalancer)
-		}
+		waitFor(t, func() bool {
+			got, _ := h.client.NetworkingV1().Ingresses("default").Get(ctx, name, metav1.GetOptions{})
+			return len(got.Status.LoadBalancer.Ingress) == 1
+		})
 	}
 	got, _ := h.client.NetworkingV1().Ingresses("default").Get(ctx, "foreign", metav1.GetOptions{})
 	if len(got.Status.LoadBalancer.Ingress) != 0 {

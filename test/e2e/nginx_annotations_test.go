@@ -112,7 +112,12 @@ func TestNginxAnnotationManifests(t *testing.T) {
 		expectAnswer(t, f, c, "GET", "http://"+host+"/", []string{"Authorization", basicAuth("foo", "password")}, 200, "", "")
 		expectAnswer(t, f, c, "GET", "http://"+host+"/", []string{"Authorization", basicAuth("foo", "wrong")}, 401, "", "")
 	}
-	expectAnswer(t, f, c, "GET", "http://dashboard.example.com/", nil, 500, "", "")
+	// The dashboard host is listed in spec.tls (its Secret is missing: the default certificate
+	// serves it), so plain HTTP is redirected first, as ingress-nginx does.
+	expectAnswer(t, f, c, "GET", "http://dashboard.example.com/", nil, 308, "Location", "https://dashboard.example.com/")
+	insecure := newIngressClient(t, f, ip, nil)
+	insecure.Transport.(*http.Transport).TLSClientConfig.InsecureSkipVerify = true
+	expectAnswer(t, f, insecure, "GET", "https://dashboard.example.com/", nil, 500, "", "")
 
 	// cors.yaml
 	expectAnswer(t, f, c, "OPTIONS", "http://api.example.com/v1/items", []string{"Origin", "https://pr-1.preview.example.com", "Access-Control-Request-Method", "PUT"},
