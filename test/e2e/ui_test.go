@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -180,4 +181,104 @@ func dashboardProxy(t testing.TB, f *framework.T, i int) string {
 		return resp.StatusCode == http.StatusOK, fmt.Errorf("status %s", resp.Status)
 	})
 	return srv.URL
+}
+
+// TestDashboardDefaultBackendRates: requests that only an Ingress's defaultBackend serves show up as
+// request rates on that route in the dashboard of the gateway that proxied them, and the 503s once
+// the backend has no pods as its error rate, with the route marked failing.
+func TestDashboardDefaultBackendRates(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	class, ip := ingressFrontDoor(t, f, ns, "203.0.113.232-203.0.113.233")
+	f.Apply(ns, echoApp(2, "fallback")+service("echo", "ClusterIP", "app: echo", "", "")+fmt.Sprintf(`
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: fallback
+spec:
+  ingressClassName: %s
+  defaultBackend:
+    service:
+      name: echo
+      port: {name: http}
+`, class))
+	f.WaitPodsReady(ns, "app=echo", 2)
+	f.WaitReadyEndpoints(ns, "echo", 2)
+	url := "http://unrouted." + ns + ".example/"
+	waitEcho(t, f, newIngressClient(t, f, ip, nil), url)
+	// Counters are per gateway: read the dashboard of the node that receives the LB IP's traffic.
+	owner := waitAnnouncedBy(t, f, lab.GatewayNamespace, ingressServiceName)
+	var node int
+	if _, err := fmt.Sscanf(owner, "node%d", &node); err != nil {
+		t.Fatalf("announcing node %q: %v", owner, err)
+	}
+	base := dashboardProxy(t, f, node)
+	route := fmt.Sprintf("route:%s/fallback:%q", ns, "")
+
+	load := startLoad(t, f, ip, url, 2)
+	rate := waitRouteRate(t, f, base, route, "requests without errors", func(req, errs float64) bool { return req > 0 && errs == 0 })
+	st := load.stop()
+	t.Logf("%s's dashboard: %.1f req/s on the default backend (the load sent %d requests, %d failed)", owner, rate.Requests, st.requests, st.status5xx+st.connErrors+st.otherStatus)
+
+	if _, err := f.Client().AppsV1().Deployments(ns).UpdateScale(f.Ctx, "echo",
+		&autoscalingv1.Scale{ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: ns}, Spec: autoscalingv1.ScaleSpec{Replicas: 0}},
+		metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("scaling the Deployment to zero: %v", err)
+	}
+	f.WaitReadyEndpoints(ns, "echo", 0)
+	load = startLoad(t, f, ip, url, 2)
+	rate = waitRouteRate(t, f, base, route, "errors on the route, marked failing", func(req, errs float64) bool { return errs > 0 })
+	st = load.stop()
+	t.Logf("without pods: %.1f req/s, %.1f 5xx/s on the default backend (the load got %d 5xx of %d)", rate.Requests, rate.Errors, st.status5xx, st.requests)
+	if !rate.failing {
+		t.Errorf("the default backend's edge is not marked failing at %.1f 5xx/s of %.1f req/s", rate.Errors, rate.Requests)
+	}
+}
+
+type edgeRate struct {
+	Requests, Errors float64
+	failing          bool
+}
+
+// waitRouteRate polls the dashboard's map until the edge into route carries rates that satisfy ok.
+func waitRouteRate(t testing.TB, f *framework.T, base, route, what string, ok func(req, errs float64) bool) edgeRate {
+	var got edgeRate
+	f.WaitFor(time.Minute, "the dashboard to show "+what+" on "+route, func(ctx context.Context) (bool, error) {
+		var m struct {
+			Edges []struct {
+				To          string   `json:"to"`
+				RequestRate *float64 `json:"requestRate"`
+				ErrorRate   *float64 `json:"errorRate"`
+				Failing     bool     `json:"failing"`
+			} `json:"edges"`
+		}
+		if err := getJSON(ctx, base+"/api/map", &m); err != nil {
+			return false, err
+		}
+		for _, e := range m.Edges {
+			if e.To == route && e.RequestRate != nil {
+				got = edgeRate{*e.RequestRate, *e.ErrorRate, e.Failing}
+				return ok(got.Requests, got.Errors), fmt.Errorf("rates %+v", got)
+			}
+		}
+		return false, fmt.Errorf("no edge with rates into %s", route)
+	})
+	return got
+}
+
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
