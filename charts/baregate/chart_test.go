@@ -256,7 +256,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 var (
 	crdGVR   = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 	poolsGVR = schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: "ipaddresspools"}
-	crdNames = []string{"ipaddresspools.metallb.io", "l2advertisements.metallb.io"}
+	crdNames = []string{"ipaddresspools.metallb.io", "l2advertisements.metallb.io", "servicel2statuses.metallb.io"}
 )
 
 func waitCRDsEstablished(ctx context.Context, t *testing.T, dyn dynamic.Interface) {

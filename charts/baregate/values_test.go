@@ -293,7 +293,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 				t.Errorf("wildcard in rule %+v", r)
 			}
 		}
-		if slices.Contains(r.Verbs, "delete") && !slices.Contains(r.Resources, "secrets") {
+		if slices.Contains(r.Verbs, "delete") && !slices.Equal(r.Resources, []string{"servicel2statuses"}) {
 			t.Errorf("rule %+v deletes", r)
 		}
 	}
@@ -311,6 +311,8 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		{cr, "", "events", []string{"create", "list", "patch"}},
 		{cr, "", "pods", []string{"list", "watch"}},
 		{cr, "metallb.io", "ipaddresspools/status", []string{"patch"}},
+		{role, "metallb.io", "servicel2statuses", []string{"create", "delete", "list"}},
+		{role, "metallb.io", "servicel2statuses/status", []string{"patch"}},
 	} {
 		if got := verbs(tc.rules, tc.group, tc.resource); !slices.Equal(got, tc.want) {
 			t.Errorf("default verbs on %s %q: %v, want %v", tc.resource, tc.group, got, tc.want)
