@@ -58,13 +58,9 @@ func (h *handler) authRequest(r *http.Request, st *state, pol *route.Policy, var
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.p.timeouts.read)
-	defer func() {
-		if err != nil {
-			cancel()
-		}
-	}()
 	req, err := http.NewRequestWithContext(ctx, a.Method, u.String(), nil)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	for k, v := range r.Header {
@@ -92,6 +88,7 @@ func (h *handler) authRequest(r *http.Request, st *state, pol *route.Policy, var
 		pl := st.pools[be.ID]
 		ep := pl.pick(h.p.opts.Balance, nil, time.Now())
 		if ep == nil {
+			cancel()
 			return nil, errNoAuthEndpoints
 		}
 		req.Host = u.Host
@@ -104,6 +101,7 @@ func (h *handler) authRequest(r *http.Request, st *state, pol *route.Policy, var
 	}
 	resp, err := transport.RoundTrip(req)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
