@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -26,12 +30,15 @@ import (
 // BenchmarkVsKubeProxy programs the same Services (n x 10 endpoints, from a real API server) with
 // kube-proxy in nftables mode and with baregate, each in its own fresh network namespace, and reports
 // both sync durations (kube-proxy's own sync metrics; baregate's sync from snapshot to applied) for a
-// cold start and for one EndpointSlice change with all n present. Sizes: $BAREGATE_BENCH_SIZES
-// (default 1000,10000).
+// cold start and for one EndpointSlice change with all n present, the TCP connect time from the node
+// through the rules to the first and the last Service's endpoints (median of connectTries), and
+// memory: kube-proxy's RSS, and baregate's live Go heap after the sync (the test process holds no
+// more than the gateway would: the listed objects, the snapshot and the Proxy). Sizes:
+// $BAREGATE_BENCH_SIZES (default 1000,10000,30000).
 func BenchmarkVsKubeProxy(b *testing.B) {
 	testutil.RequireRoot(b)
 	testutil.RequireTool(b, "etcd", "nft", "ip")
-	sizes := []int{1000, 10000}
+	sizes := []int{1000, 10000, 30000}
 	if s := os.Getenv("BAREGATE_BENCH_SIZES"); s != "" {
 		sizes = nil
 		for _, f := range strings.Split(s, ",") {
@@ -47,6 +54,7 @@ func BenchmarkVsKubeProxy(b *testing.B) {
 	mustRun(b, "ip", "netns", "add", cpNS)
 	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", cpNS).Run() })
 	mustRun(b, "ip", "-n", cpNS, "link", "set", "lo", "up")
+	serveEndpoints(b, cpNS)
 	progress("starting the control plane")
 	cp, err := k8slab.StartControlPlane(ctx, k8slab.ControlPlaneOptions{Dir: b.TempDir(), Netns: cpNS})
 	if err != nil {
@@ -79,9 +87,15 @@ func BenchmarkVsKubeProxy(b *testing.B) {
 				b.ReportMetric(bg.full.Seconds()*1000, "baregate-full-ms")
 				b.ReportMetric(kp.change.Seconds()*1000, "kube-proxy-change-ms")
 				b.ReportMetric(bg.change.Seconds()*1000, "baregate-change-ms")
+				b.ReportMetric(float64(kp.connectFirst.Microseconds()), "kube-proxy-connect-first-us")
+				b.ReportMetric(float64(kp.connectLast.Microseconds()), "kube-proxy-connect-last-us")
+				b.ReportMetric(float64(bg.connectFirst.Microseconds()), "baregate-connect-first-us")
+				b.ReportMetric(float64(bg.connectLast.Microseconds()), "baregate-connect-last-us")
 				b.ReportMetric(float64(kp.rssKB)/1024, "kube-proxy-rss-MB")
-				b.Logf("n=%d full: kube-proxy %s baregate %s (%.1fx); one change: kube-proxy %s baregate %s (%.1fx); kube-proxy RSS %d MB",
-					n, kp.full, bg.full, kp.full.Seconds()/bg.full.Seconds(), kp.change, bg.change, kp.change.Seconds()/bg.change.Seconds(), kp.rssKB/1024)
+				b.ReportMetric(float64(bg.rssKB)/1024, "baregate-heap-MB")
+				b.Logf("n=%d full: kube-proxy %s baregate %s (%.1fx); one change: kube-proxy %s baregate %s (%.1fx); connect first/last: kube-proxy %s/%s baregate %s/%s; kube-proxy RSS %d MB, baregate heap %d MB",
+					n, kp.full, bg.full, kp.full.Seconds()/bg.full.Seconds(), kp.change, bg.change, kp.change.Seconds()/bg.change.Seconds(),
+					kp.connectFirst, kp.connectLast, bg.connectFirst, bg.connectLast, kp.rssKB/1024, bg.rssKB/1024)
 			}
 		})
 	}
@@ -94,8 +108,68 @@ func progress(format string, args ...any) {
 }
 
 type syncTimes struct {
-	full, change time.Duration
-	rssKB        int
+	full, change              time.Duration
+	connectFirst, connectLast time.Duration
+	rssKB                     int
+}
+
+// connectTries is how many connections each connect-time figure is the median of.
+const connectTries = 31
+
+// serveEndpoints makes every pod address (198.18.0.0/16) local to namespace ns and accepts TCP on
+// port 8080 there, so connections through the rules complete; Service IPs route to lo so that the
+// node's own connections reach the NAT hooks.
+func serveEndpoints(b *testing.B, ns string) {
+	mustRun(b, "ip", "-n", ns, "link", "set", "lo", "up")
+	mustRun(b, "ip", "-n", ns, "addr", "add", "192.0.2.1/32", "dev", "lo")
+	mustRun(b, "ip", "-n", ns, "route", "add", "local", "198.18.0.0/16", "dev", "lo")
+	mustRun(b, "ip", "-n", ns, "route", "add", k8slab.ServiceCIDRv4, "dev", "lo", "src", "192.0.2.1")
+	var l net.Listener
+	if err := k8slab.InNetns(ns, func() (err error) {
+		l, err = net.Listen("tcp", ":8080")
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
+// connectTimes returns the median TCP connect time from namespace ns to the first and the last of n
+// Services (scaleWorld's s00000 and s<n-1>), port 80.
+func connectTimes(b *testing.B, client kubernetes.Interface, ns string, n int) (first, last time.Duration) {
+	dial := k8slab.DialContextIn(ns)
+	median := func(name string) time.Duration {
+		svc, err := client.CoreV1().Services("ns").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		addr := net.JoinHostPort(svc.Spec.ClusterIP, "80")
+		var times []time.Duration
+		for range connectTries {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			start := time.Now()
+			c, err := dial(ctx, "tcp", addr)
+			d := time.Since(start)
+			cancel()
+			if err != nil {
+				b.Fatalf("connecting to %s (%s) in %s: %v", name, addr, ns, err)
+			}
+			c.Close()
+			times = append(times, d)
+		}
+		slices.Sort(times)
+		return times[len(times)/2]
+	}
+	return median("s00000"), median(fmt.Sprintf("s%05d", n-1))
 }
 
 func mustRun(b testing.TB, name string, args ...string) {
@@ -146,7 +220,7 @@ func createScale(b *testing.B, client kubernetes.Interface, from, n int) {
 }
 
 // changeOne removes one endpoint from Service s00000's slice (or puts it back), the one-change case.
-func changeOne(b *testing.B, client kubernetes.Interface) {
+func changeOne(b *testing.B, client kubernetes.Interface) *discoveryv1.EndpointSlice {
 	ctx := context.Background()
 	es, err := client.DiscoveryV1().EndpointSlices("ns").Get(ctx, "s00000-1", metav1.GetOptions{})
 	if err != nil {
@@ -157,9 +231,11 @@ func changeOne(b *testing.B, client kubernetes.Interface) {
 	} else {
 		es.Endpoints = scaleWorld(1).slices[0].Endpoints
 	}
-	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+	es, err = client.DiscoveryV1().EndpointSlices("ns").Update(ctx, es, metav1.UpdateOptions{})
+	if err != nil {
 		b.Fatal(err)
 	}
+	return es
 }
 
 // runKubeProxy starts kube-proxy (nftables mode) in the control plane's namespace, waits for its
@@ -219,6 +295,7 @@ func runKubeProxy(b *testing.B, cp *k8slab.ControlPlane, ns, bin string, client 
 	progress("kube-proxy synced %d Services", n)
 	var t syncTimes
 	t.full = time.Duration(metric(fullSum) * float64(time.Second))
+	t.connectFirst, t.connectLast = connectTimes(b, client, ns, n)
 	// Let any follow-up syncs of the start settle before the change.
 	time.Sleep(3 * time.Second)
 	count, sum := max(metric(partCount), 0), max(metric(partSum), 0)
@@ -239,6 +316,8 @@ func runKubeProxy(b *testing.B, cp *k8slab.ControlPlane, ns, bin string, client 
 func runBaregate(b *testing.B, client kubernetes.Interface, n int) syncTimes {
 	ctx := context.Background()
 	ns := benchNetns(b)
+	nsName := fmt.Sprintf("npbench%d", os.Getpid())
+	serveEndpoints(b, nsName)
 	var p *Proxy
 	var err error
 	in(b, ns, func() {
@@ -247,23 +326,21 @@ func runBaregate(b *testing.B, client kubernetes.Interface, n int) syncTimes {
 	if err != nil {
 		b.Fatal(err)
 	}
-	snapshot := func() *cluster.Snapshot {
-		svcs, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		slices, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		inputs := cluster.Inputs{NodeName: nodeA}
-		for i := range svcs.Items {
-			inputs.Services = append(inputs.Services, &svcs.Items[i])
-		}
-		for i := range slices.Items {
-			inputs.EndpointSlices = append(inputs.EndpointSlices, &slices.Items[i])
-		}
-		return cluster.NewSnapshot(1, time.Now(), inputs)
+	// One cluster.Builder, as the gateway keeps: the change's snapshot shares every other Service.
+	cb := cluster.NewBuilder(nodeA, nil)
+	svcs, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	slices, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range svcs.Items {
+		cb.Set(&svcs.Items[i])
+	}
+	for i := range slices.Items {
+		cb.Set(&slices.Items[i])
 	}
 	sync := func() time.Duration {
 		start := time.Now()
@@ -274,10 +351,16 @@ func runBaregate(b *testing.B, client kubernetes.Interface, n int) syncTimes {
 		return time.Since(start)
 	}
 	var t syncTimes
-	p.Update(snapshot())
+	p.Update(cb.Build(1, time.Now()))
 	t.full = sync()
-	changeOne(b, client)
-	p.Update(snapshot())
+	t.connectFirst, t.connectLast = connectTimes(b, client, nsName, n)
+	cb.Set(changeOne(b, client))
+	p.Update(cb.Build(2, time.Now()))
 	t.change = sync()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.rssKB = int(ms.HeapAlloc / 1024)
+	runtime.KeepAlive(p)
 	return t
 }
