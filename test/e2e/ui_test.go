@@ -34,11 +34,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx, errs := uitest.Browser(t)
 	dir := uitest.ArtifactDir(t)
 	ns := f.Namespace()
-	pool := addPool(t, f, ns, "203.0.113.230-203.0.113.231")
+	pool := addPool(t, f, ns, "203.0.113.236-203.0.113.237")
 	f.Apply(ns, echoApp(3, "")+service("echo", "LoadBalancer", "app: echo", pool, "Cluster"))
 	pods := podNames(f.WaitPodsReady(ns, "app=echo", 3))
 	f.WaitReadyEndpoints(ns, "echo", 3)
-	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.230", "203.0.113.231")
+	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.236", "203.0.113.237")
 	owner := waitAnnouncedBy(t, f, ns, "echo")
 	base := dashboardProxy(t, f, 1)
 
@@ -172,13 +172,9 @@ func dashboardProxy(t testing.TB, f *framework.T, i int) string {
 	// The page holds an event stream open: cut it, or Close would wait for it.
 	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
 	f.WaitFor(time.Minute, "node"+fmt.Sprint(i)+"'s dashboard to answer", func(ctx context.Context) (bool, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/status", nil)
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, fmt.Errorf("status %s", resp.Status)
+		var status struct{ Gateway string }
+		err := getJSON(ctx, srv.URL+"/api/status", &status)
+		return err == nil && status.Gateway == lab.NodeName(i), fmt.Errorf("gateway %q: %w", status.Gateway, err)
 	})
 	return srv.URL
 }
