@@ -276,6 +276,7 @@ func (b *Builder) Build(generation uint64, taken time.Time) *Snapshot {
 	}
 
 	clear(b.dirty)
+	clear(b.ingChanges) // let the replaced Ingresses go
 	b.ingChanges = b.ingChanges[:0]
 	b.nodes.changed, b.pods.changed, b.namespaces.changed, b.ingresses.changed = false, false, false, false
 	b.classes.changed, b.secrets.changed, b.pools.changed, b.l2s.changed, b.liveChanged = false, false, false, false, false
