@@ -34,27 +34,28 @@ func TestACMEThroughLBIP(t *testing.T) {
 	})
 	clientIP, _ := lab.ClientIPs(1)
 
-	for _, tc := range []struct {
-		challenge   string
-		tlsPort     int
-		wantOrders  int
-		restartTest bool
+	for k, tc := range []struct {
+		challenge, name string
+		tlsPort         int
+		wantOrders      int
+		restartTest     bool
 	}{
-		{"tls-alpn-01", 443, 1, true},
+		{"tls-alpn-01", "alpn", 443, 1, true},
 		// autocert tries tls-alpn-01 first; with the CA dialling a closed port it fails, and a second
 		// order uses http-01.
-		{"http-01", 4443, 2, false},
+		{"http-01", "http", 4443, 2, false},
 	} {
-		t.Run(tc.challenge, func(t *testing.T) {
-			host := tc.challenge[:4] + "." + ns + ".example"
+		func() { // one Pebble per challenge type; the framework's helpers belong to the parent test
+			host := tc.name + "." + ns + ".example"
+			t.Logf("%s: ordering for %s", tc.challenge, host)
 			ca := pebbletest.Start(t, pebbletest.Options{
-				ListenIP: clientIP, HTTPPort: 80, TLSPort: tc.tlsPort, Hosts: map[string]string{host: ip},
+				ListenIP: clientIP, Port: 14000 + k, HTTPPort: 80, TLSPort: tc.tlsPort, Hosts: map[string]string{host: ip},
 				Command: func(argv ...string) *exec.Cmd { return f.Lab.Command(context.Background(), lab.ClientName(1), argv...) },
 				Dial:    lab.DialContextIn(f.Lab.ClientNetns(1)),
 			})
 			f.Lab.SetGatewayAccess("", []string{"--ingress-acme-directory-url=" + ca.DirectoryURL, "--ingress-acme-ca-file=" + ca.CAFile})
 			restartGateways(f)
-			f.Apply(ns, acmeIngress(tc.challenge[:4], class, host))
+			f.Apply(ns, acmeIngress(tc.name, class, host))
 			roots := x509.NewCertPool()
 			roots.AddCert(ca.Root(t))
 			c := newIngressClient(t, f, ip, roots)
@@ -62,7 +63,7 @@ func TestACMEThroughLBIP(t *testing.T) {
 			waitEcho(t, f, c, "https://"+host+"/")
 			t.Logf("%s: certificate issued and served after %s", tc.challenge, time.Since(start).Round(100*time.Millisecond))
 			if n := ca.Orders(t); n != tc.wantOrders {
-				t.Errorf("the CA saw %d orders, want %d (two gateways run ACME; the Lease lets one order)", n, tc.wantOrders)
+				t.Errorf("%s: the CA saw %d orders, want %d (two gateways run ACME; the Lease lets one order)", tc.challenge, n, tc.wantOrders)
 			}
 			sec, err := f.Client().CoreV1().Secrets(ns).Get(f.Ctx, host+"-tls", metav1.GetOptions{})
 			if err != nil || sec.Type != corev1.SecretTypeTLS || len(sec.Data[corev1.TLSCertKey]) == 0 {
@@ -85,7 +86,7 @@ func TestACMEThroughLBIP(t *testing.T) {
 				t.Errorf("after restarting both gateways: serial %s (before %s), %d orders (want %d)",
 					after.TLS.PeerCertificates[0].SerialNumber, before.TLS.PeerCertificates[0].SerialNumber, ca.Orders(t), tc.wantOrders)
 			}
-		})
+		}()
 	}
 }
 

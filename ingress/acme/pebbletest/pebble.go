@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +29,10 @@ const Version = "v2.10.3"
 // Options say where Pebble serves and where its validator connects for the challenges.
 type Options struct {
 	HTTPPort, TLSPort int
-	// ListenIP is the address Pebble serves on (default 127.0.0.1).
+	// ListenIP is the address Pebble serves on (default 127.0.0.1, on free ports). Elsewhere it
+	// serves the directory on Port (default 14000) and the management API on Port+1000.
 	ListenIP string
+	Port     int
 	// Command prepares Pebble's command line (default exec.Command); a lab runs it in a host's
 	// network namespace.
 	Command func(argv ...string) *exec.Cmd
@@ -98,7 +101,10 @@ func Start(t testing.TB, opts Options) *Pebble {
 	keyFile := filepath.Join(dir, "key.pem")
 	writeFile(t, p.CAFile, cert.CertPEM)
 	writeFile(t, keyFile, cert.KeyPEM)
-	addr, mgmt := net.JoinHostPort(opts.ListenIP, "14000"), net.JoinHostPort(opts.ListenIP, "15000")
+	if opts.Port == 0 {
+		opts.Port = 14000
+	}
+	addr, mgmt := net.JoinHostPort(opts.ListenIP, strconv.Itoa(opts.Port)), net.JoinHostPort(opts.ListenIP, strconv.Itoa(opts.Port+1000))
 	if opts.ListenIP == "127.0.0.1" {
 		addr, mgmt = freePort(t), freePort(t)
 	}
