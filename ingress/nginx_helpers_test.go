@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -42,19 +41,13 @@ func pathIngress(name string, age int, host, pathType, path, svc string, ann map
 	return ing
 }
 
-// applyWithSecrets is apply() for Ingresses that read Secrets other than TLS ones (basic auth):
-// the snapshot gets them whatever the cluster package's Secret filter keeps.
+// applyWithSecrets is apply() for Ingresses that read Secrets other than TLS ones (basic auth): the
+// snapshot keeps the ones their annotations name, as the gateway's does.
 func (h *harness) applyWithSecrets(in cluster.Inputs, secrets ...*corev1.Secret) {
 	h.t.Helper()
-	in.IngressClasses = append(in.IngressClasses, fx.Class())
-	in.NodeName = "node1"
-	snap := cluster.NewSnapshot(h.gen.Add(1), time.Now(), in)
-	for _, s := range secrets {
-		snap.Secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
-	}
-	before := h.ing.proxy.Table()
-	h.ing.Update(snap)
-	waitFor(h.t, func() bool { return h.ing.proxy.Table() != before })
+	in.Secrets = append(in.Secrets, secrets...)
+	in.IngressSecretRefs = annotations.SecretRefs
+	h.apply(in)
 }
 
 // noRedirects is a client that reports redirects instead of following them.
