@@ -53,6 +53,7 @@ func buildComponents(cfg *Config, deps cluster.Deps, dyn dynamic.Interface) ([]c
 		}
 		comps = append(comps, ing, certs)
 		sources.Routes = ing
+		sources.ACME = certs
 	}
 	if cfg.EnableUI {
 		srv, err := ui.New(cfg.UI, deps, sources)
