@@ -16,7 +16,7 @@ const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
 
 // Config is the ACME part of the ingress configuration.
 type Config struct {
-	// DirectoryURL is the ACME CA's directory; Email the account's contact (optional).
+	// DirectoryURL is the ACME CA's directory (empty: ACME is off); Email the account's contact (optional).
 	DirectoryURL, Email string
 	// CAFile is a PEM bundle trusted for the directory's HTTPS besides the system roots (private CAs, Pebble).
 	CAFile string
@@ -34,7 +34,7 @@ type Config struct {
 
 // AddFlags registers the --ingress-acme-* flags.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.DirectoryURL, "ingress-acme-directory-url", LetsEncrypt, "The ACME directory certificates are ordered from, for Ingresses annotated "+Annotation+": \"true\". Ordering accepts the CA's terms of service.")
+	fs.StringVar(&c.DirectoryURL, "ingress-acme-directory-url", "", "The ACME directory certificates are ordered from, for Ingresses annotated "+Annotation+": \"true\" (Let's Encrypt: "+LetsEncrypt+"). Ordering accepts the CA's terms of service. Empty disables ACME.")
 	fs.StringVar(&c.Email, "ingress-acme-email", "", "The contact e-mail address of the ACME account (optional; the CA writes to it about expiring certificates).")
 	fs.StringVar(&c.CAFile, "ingress-acme-ca-file", "", "A PEM file of CA certificates trusted for the ACME directory's HTTPS besides the system roots (for a private ACME CA).")
 	fs.BoolVar(&c.AllTLSHosts, "ingress-acme-all-tls-hosts", false, "Also order certificates for the spec.tls hosts of Ingresses without the "+Annotation+" annotation whose Secret does not exist.")
@@ -47,7 +47,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Validate reports the first invalid value.
 func (c *Config) Validate() error {
 	var errs []error
-	if u, err := url.Parse(c.DirectoryURL); err != nil || u.Scheme != "https" || u.Host == "" {
+	if u, err := url.Parse(c.DirectoryURL); c.DirectoryURL != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
 		errs = append(errs, fmt.Errorf("--ingress-acme-directory-url %q: want an https:// URL", c.DirectoryURL))
 	}
 	if c.Email != "" {

@@ -137,3 +137,19 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestDisabled: without a directory the Manager is inert: no host, no API call, no certificate.
+func TestDisabled(t *testing.T) {
+	client := fake.NewClientset()
+	m, err := New(Config{RenewBefore: 720 * time.Hour, RetryInterval: time.Minute}, cluster.Deps{NodeName: "n", Namespace: "baregate-system", Client: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Update(&cluster.Snapshot{Ingresses: []*networkingv1.Ingress{ingress("a", true, []string{"shop.example.com"})}})
+	if err := m.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m.hostPolicy(context.Background(), "shop.example.com") == nil || len(m.ACMECertificates()) != 0 || len(client.Actions()) != 0 {
+		t.Errorf("disabled Manager: policy allows the host, status %v, API actions %v", m.ACMECertificates(), client.Actions())
+	}
+}

@@ -123,7 +123,11 @@ func New(cfg Config, deps cluster.Deps) (*Manager, error) {
 }
 
 // Update implements cluster.Component: it takes the hosts that want certificates from a new snapshot; it never blocks.
+// Without a directory (ACME off) the Manager stays inert: no hosts, no Secrets read or written.
 func (m *Manager) Update(snap *cluster.Snapshot) {
+	if m.cfg.DirectoryURL == "" {
+		return
+	}
 	list := Hosts(snap, m.cfg.AllTLSHosts)
 	m.hosts.Store(&hostList{list: list, set: NewHostSet(list)})
 	m.runner.Trigger()
