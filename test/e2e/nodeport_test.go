@@ -68,14 +68,50 @@ func (l *npRequestLoop) run(client *http.Client, url string, stop <-chan struct{
 	}
 }
 
+// gracefulEchoApp is a Deployment of n echo pods (agnhost netexec, which the lab runs as echo) that
+// keep serving for 3 s after SIGTERM, as a well-behaved app does so that proxies can stop sending it
+// new connections before it stops listening.
+func gracefulEchoApp(n int) string {
+	return fmt.Sprintf(`
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo
+spec:
+  replicas: %d
+  selector:
+    matchLabels: {app: echo}
+  template:
+    metadata:
+      labels: {app: echo}
+    spec:
+      terminationGracePeriodSeconds: 6
+      containers:
+      - name: echo
+        image: registry.k8s.io/e2e-test-images/agnhost:2.53
+        args: [netexec, --http-port=3000, --delay-shutdown=3]
+        ports:
+        - {name: http, containerPort: 3000}
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+        - {name: SERVICE_NAME, value: echo}
+        readinessProbe:
+          httpGet: {path: /health, port: http}
+          periodSeconds: 1
+`, n)
+}
+
 // TestNodePortScalingLosesNoRequests: while client1 sends requests without pause to a NodePort on
 // node1 and a pod sends them to the ClusterIP, the Deployment scales up and down and a pod is
-// deleted. Pods leave gracefully (the endpoint turns terminating before the process ends), so no
-// request may fail; the only allowance is one in-flight request per deleted pod per client.
+// deleted. Pods leave gracefully (the endpoint turns terminating while the pod still serves), so no
+// request may fail; the only allowance is one in-flight request per pod that went away, per client.
 func TestNodePortScalingLosesNoRequests(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
-	f.Apply(ns, echoApp(2, "")+service("echo", "NodePort", "app: echo", "", ""))
+	f.Apply(ns, gracefulEchoApp(2)+service("echo", "NodePort", "app: echo", "", ""))
 	f.Apply(ns, echoPod("probe", lab.NodeName(2)))
 	f.WaitPodsReady(ns, "app=echo", 2)
 	f.WaitPodsReady(ns, "app=probe", 1)
@@ -99,6 +135,15 @@ func TestNodePortScalingLosesNoRequests(t *testing.T) {
 	for name, url := range urls {
 		client := &http.Client{Timeout: 5 * time.Second,
 			Transport: &http.Transport{DialContext: lab.DialContextIn(froms[name]), DisableKeepAlives: true}}
+		// The API has the endpoints ready a moment before the gateways have programmed them.
+		f.WaitFor(time.Minute, name+" to answer", func(ctx context.Context) (bool, error) {
+			resp, err := client.Get(url)
+			if err != nil {
+				return false, err
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK, nil
+		})
 		l := &npRequestLoop{byPod: map[string]int{}}
 		loops[name] = l
 		done := make(chan struct{})
