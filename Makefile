@@ -6,9 +6,10 @@ export GOFLAGS ?= -buildvcs=false
 BIN := bin
 # Debian packages the tests and the lab use (nftables and conntrack for forwarding, etcd for the
 # control plane, chromium for the dashboard's browser test, ping and curl for the lab's tests and demo).
-# LAB_PKGS run the lab (and the demo); the tests also need chromium (the dashboard's browser test).
+# LAB_PKGS run the lab (and the demo); the tests also need chromium (the dashboard's browser test) and
+# file (the image test checks the binary is static).
 LAB_PKGS := nftables conntrack iproute2 etcd-server iputils-ping curl
-TEST_PKGS := $(LAB_PKGS) chromium
+TEST_PKGS := $(LAB_PKGS) chromium file
 BENCH_PKGS := wrk nginx-light haproxy openssl
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
 # Tools built from the Go module proxy, cached per machine like the Kubernetes binaries.
