@@ -278,3 +278,41 @@ func getJSON(ctx context.Context, url string, v any) error {
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
 }
+
+// TestDashboardIngressHostsTable: the dashboard's Ingress hosts table shows a TLS host's Secret, its
+// certificate's issuer and expiry, read from the lab's Secret.
+func TestDashboardIngressHostsTable(t *testing.T) {
+	f := env.Lab(t)
+	ns := f.Namespace()
+	class := addIngressClass(t, f, ns+"-class", "baregate.io/ingress")
+	host := "certs." + ns + ".example"
+	ca := newTestCA(t)
+	f.Apply(ns, ca.tlsSecret(t, "certs-tls", host)+"\n---"+echoApp(1, "")+service("echo", "ClusterIP", "app: echo", "", "")+
+		ingress("certs", class, host, "certs-tls"))
+	base := dashboardProxy(t, f, 1)
+	type row struct {
+		Host, Secret, Issuer, Cert string
+		TLS                        bool
+		NotAfter                   time.Time
+	}
+	var got row
+	f.WaitFor(time.Minute, "the dashboard to list host "+host, func(ctx context.Context) (bool, error) {
+		var rows []row
+		if err := getJSON(ctx, base+"/api/hosts", &rows); err != nil {
+			return false, err
+		}
+		for _, r := range rows {
+			if r.Host == host {
+				got = r
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("hosts %+v", rows)
+	})
+	leaf := ca.leaf[host]
+	want := row{Host: host, Secret: ns + "/certs-tls", Issuer: ca.cert.Subject.CommonName, TLS: true,
+		Cert: "valid until " + leaf.NotAfter.UTC().Format(time.DateOnly), NotAfter: leaf.NotAfter.UTC()}
+	if !got.NotAfter.Equal(want.NotAfter) || got.Host != want.Host || got.Secret != want.Secret || got.Issuer != want.Issuer || got.Cert != want.Cert || !got.TLS {
+		t.Errorf("the dashboard's row for %s: %+v; want %+v", host, got, want)
+	}
+}
