@@ -65,6 +65,9 @@ type hostState struct {
 	written     string // "namespace/name serial" of the last certificate known to be in the TLS Secret
 }
 
+// leaseRetry is how soon a replica that found the order Lease held looks again.
+const leaseRetry = 2 * time.Second
+
 var (
 	_ cluster.Component  = (*Manager)(nil)
 	_ cluster.ACMESource = (*Manager)(nil)
@@ -238,10 +241,20 @@ func (m *Manager) due(c *tls.Certificate) bool {
 func (m *Manager) sync(ctx context.Context) error {
 	hosts := m.hosts.Load().list
 	var errs []error
+	waiting := false
 	for _, h := range hosts {
-		if err := m.syncHost(ctx, h); err != nil {
+		err := m.syncHost(ctx, h)
+		switch {
+		case errors.Is(err, errLeaseHeld):
+			waiting = true
+		case err != nil:
 			errs = append(errs, err)
 		}
+	}
+	if waiting {
+		// Another replica is ordering: look for its result in the cache again soon. Not an error.
+		klog.FromContext(ctx).V(2).Info("Waiting for the ACME order Lease")
+		time.AfterFunc(leaseRetry, m.runner.Trigger)
 	}
 	m.mu.Lock()
 	served := map[string]*tls.Certificate{}
