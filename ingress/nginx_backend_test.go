@@ -73,15 +73,19 @@ func TestNginxConnectTimeoutRetries(t *testing.T) {
 	}
 }
 
-// TestNginxReadTimeoutAnnotation: proxy-read-timeout 1 turns a backend that does not answer into 504.
+// TestNginxReadTimeoutAnnotation: proxy-read-timeout 2 turns a backend that does not answer into 504
+// (2 s, longer than net/http's 1 s wait for "100 Continue", so the two timers do not race).
 func TestNginxReadTimeoutAnnotation(t *testing.T) {
 	h := newHarness(t)
 	release := make(chan struct{})
 	defer close(release)
 	be := startBackend(t, "slow", false, func(w http.ResponseWriter, r *http.Request) { <-release })
-	h.apply(annotated("app.example", "slow", nginxAnn("proxy-read-timeout", "1"), be.addr))
+	h.apply(annotated("app.example", "slow", nginxAnn("proxy-read-timeout", "2"), be.addr))
 	resp, _ := h.send("POST", "app.example", "/", strings.NewReader("x"))
 	expectStatus(t, "slow backend", resp, http.StatusGatewayTimeout)
+	// Off the fast path (Expect: 100-continue goes through net/http's Transport) too.
+	resp, _ = h.send("POST", "app.example", "/", strings.NewReader("x"), "Expect", "100-continue")
+	expectStatus(t, "slow backend, Expect", resp, http.StatusGatewayTimeout)
 }
 
 // TestNginxBackendProtocols: HTTPS and GRPCS reach a TLS backend (HTTP/1.1 and HTTP/2), GRPC an

@@ -142,6 +142,10 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 		}
 	}
 	fast := !p.opts.DisableFastPath && (f == nil || f.transport == nil) && fastEligible(out, pl, upgrade)
+	if !fast && f != nil && f.transport == nil && f.timeouts != p.timeouts {
+		// The route's own timeouts, off the fast path (upgrades, h2c, Expect).
+		transport, _ = p.transportFor("HTTP", pl.h2c && !upgrade, f.timeouts)
+	}
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	attempts := min(p.opts.Retries+1, len(pl.eps))

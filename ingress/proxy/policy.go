@@ -131,7 +131,7 @@ func (p *Proxy) newFwd(r *http.Request, rt *route.Route, pl *pool, ip netip.Addr
 	if pol.SendTimeout > 0 {
 		f.timeouts.send = pol.SendTimeout
 	}
-	if n.BackendProtocol != "HTTP" || f.timeouts != p.timeouts && pl.h2c {
+	if n.BackendProtocol != "HTTP" {
 		f.transport, f.scheme = p.transportFor(n.BackendProtocol, pl.h2c, f.timeouts)
 	}
 	if rt.Regex && n.RewriteTarget != "" {
