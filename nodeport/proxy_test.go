@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -203,5 +204,43 @@ func TestStaleUDP(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %v\nwant %v", got, want)
+	}
+}
+
+// TestPeriodicFullSync checks --nodeport-sync-period: syncs are partial until the period has passed
+// since the last full one, then full again, repairing what was changed behind baregate's back.
+func TestPeriodicFullSync(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		period    time.Duration
+		wantFulls int
+	}{{time.Hour, 1}, {time.Nanosecond, 3}} {
+		fake := knftables.NewFake("", "")
+		cfg := Config{MasqueradeBit: 14, HealthzTimeout: time.Minute, HealthCheckBindAddress: "127.0.0.1", SyncPeriod: tc.period}
+		var fulls int
+		list := func(ctx context.Context) (map[knftables.Family]existingObjects, error) {
+			fulls++
+			return fakeList(fake)(ctx)
+		}
+		p, err := newProxy(cfg, cluster.Deps{}, fake, list, func() ([]netip.Addr, error) { return nil, nil },
+			func([]staleFlow) (uint, error) { return 0, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := representative()
+		for i := range 3 {
+			w.slices[0] = slice("web", "web-1", nil, ep(fmt.Sprintf("198.18.1.%d", 20+i), nodeA))
+			p.Update(w.snapshot())
+			if err := p.sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if fulls != tc.wantFulls {
+			t.Errorf("sync period %s: %d full syncs in 3; want %d", tc.period, fulls, tc.wantFulls)
+		}
+		if diff := lineDiff(fake.Dump(), program(t, Build(w.snapshot(), testOpts)).Dump()); diff != "" {
+			t.Errorf("sync period %s: tables differ from a full sync:\n%s", tc.period, diff)
+		}
+		p.health.close()
 	}
 }
