@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"testing"
 	"time"
@@ -77,11 +78,13 @@ func TestACMEThroughLBIP(t *testing.T) {
 				t.Fatal(err)
 			}
 			restartGateways(f)
-			waitEcho(t, f, c, "https://"+host+"/")
-			_, after, err := c.getEcho(f.Ctx, "https://"+host+"/")
-			if err != nil {
-				t.Fatal(err)
-			}
+			c.CloseIdleConnections() // connections to the old gateway processes are gone
+			var after *http.Response
+			f.WaitFor(time.Minute, "an answer after the restart", func(ctx context.Context) (bool, error) {
+				_, r, err := c.getEcho(ctx, "https://"+host+"/")
+				after = r
+				return err == nil, err
+			})
 			if !after.TLS.PeerCertificates[0].Equal(before.TLS.PeerCertificates[0]) || ca.Orders(t) != tc.wantOrders {
 				t.Errorf("after restarting both gateways: serial %s (before %s), %d orders (want %d)",
 					after.TLS.PeerCertificates[0].SerialNumber, before.TLS.PeerCertificates[0].SerialNumber, ca.Orders(t), tc.wantOrders)
