@@ -34,7 +34,9 @@ type Config struct {
 	LBIP     lbip.Config
 	NodePort nodeport.Config
 	Ingress  ingress.Config
-	UI       ui.Config
+	// IngressPolicy holds the ingress-nginx ConfigMap-level defaults (HSTS) and the upstream connection cap.
+	IngressPolicy ingress.PolicyConfig
+	UI            ui.Config
 }
 
 // NewConfig returns the defaults, taking the node name and namespace from the environment the
@@ -61,6 +63,8 @@ func NewConfig() *Config {
 		EnableLBIP: true, EnableNodePort: true, EnableIngress: true, EnableUI: true,
 		LBIP: lbip.DefaultConfig(),
 		UI:   ui.DefaultConfig(),
+
+		IngressPolicy: ingress.DefaultPolicyConfig(),
 	}
 	// The flag definitions hold the components' defaults: registering them on a throwaway set
 	// fills them in, so a Config built in code (tests, the lab) starts where the command line does.
@@ -89,6 +93,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.LBIP.AddFlags(fs)
 	c.NodePort.AddFlags(fs)
 	c.Ingress.AddFlags(fs)
+	c.IngressPolicy.AddFlags(fs)
 	c.UI.AddFlags(fs)
 }
 
@@ -130,6 +135,7 @@ func (c *Config) Validate() error {
 		{c.EnableLBIP, c.LBIP.Validate},
 		{c.EnableNodePort, c.NodePort.Validate},
 		{c.EnableIngress, c.Ingress.Validate},
+		{c.EnableIngress, c.IngressPolicy.Validate},
 		{c.EnableUI, c.UI.Validate},
 	} {
 		if comp.on {
