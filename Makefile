@@ -16,7 +16,7 @@ GO_TEST_FLAGS ?= -count=1 -timeout 60m
 TOOLS := $(HOME)/.cache/baregate/bin
 HELM := $(TOOLS)/helm
 
-.PHONY: all build test unit demo bench lint deps lab-deps bench-deps k8s clean
+.PHONY: all build test unit demo bench lint deps lab-deps bench-deps k8s crds clean
 
 all: build
 
@@ -47,6 +47,10 @@ bench-deps:
 # ~/.cache/baregate (first time only).
 k8s:
 	@./hack/build-k8s.sh >/dev/null
+
+# crds regenerates the chart's MetalLB CRDs with controller-gen (versions pinned by tools/crdgen/go.mod).
+crds:
+	./hack/gen-crds.sh
 
 test: deps k8s
 	$(GO) test $(GO_TEST_FLAGS) ./...
