@@ -15,6 +15,9 @@ GO_TEST_FLAGS ?= -count=1 -timeout 60m
 # Tools built from the Go module proxy, cached per machine like the Kubernetes binaries.
 TOOLS := $(HOME)/.cache/baregate/bin
 HELM := $(TOOLS)/helm
+# Pebble, the ACME test server; the version must match ingress/acme/pebbletest.Version.
+PEBBLE_VERSION := v2.10.3
+PEBBLE := $(HOME)/.cache/baregate/pebble-$(PEBBLE_VERSION)/pebble
 
 .PHONY: all build test unit demo bench lint deps lab-deps bench-deps k8s crds clean
 
@@ -24,13 +27,16 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # deps installs missing Debian packages and tools (once per machine).
-deps: $(HELM)
+deps: $(HELM) $(PEBBLE)
 	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 $(HELM):
 	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@v3.22.0
+
+$(PEBBLE):
+	cd /tmp && GOFLAGS= GOBIN=$(dir $(PEBBLE)) $(GO) install github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE_VERSION)
 
 # lab-deps is what the demo needs: the lab's packages, without the test-only browser and helm.
 lab-deps:

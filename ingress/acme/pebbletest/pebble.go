@@ -68,7 +68,9 @@ func Binary(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(home, ".cache", "baregate", "bin")
+	// The version in the directory name makes a new pin build anew; `make deps` builds the same path
+	// before the tests, so parallel test packages do not race to install it.
+	dir := filepath.Join(home, ".cache", "baregate", "pebble-"+Version)
 	bin := filepath.Join(dir, "pebble")
 	if _, err := os.Stat(bin); err == nil {
 		return bin
