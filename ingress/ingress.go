@@ -111,6 +111,13 @@ func (i *Ingress) sync(ctx context.Context) error {
 	}
 	start := time.Now()
 	t, problems := i.builder.Build(snap)
+	if t == i.proxy.Table() {
+		// Nothing the routes depend on changed (the builder returns its previous table): the
+		// proxy keeps its state as it is.
+		i.problems.Store(&problems)
+		i.synced.Store(true)
+		return nil
+	}
 	i.proxy.Swap(t)
 	i.problems.Store(&problems)
 	i.synced.Store(true)

@@ -36,6 +36,7 @@ type Builder struct {
 	// Defaults are the ingress-nginx ConfigMap-level settings (HSTS); nil means ingress-nginx's.
 	Defaults *annotations.Defaults
 	certs    map[types.NamespacedName]parsedCert
+	last     *lastBuild // what the previous Build made, for the incremental path
 }
 
 type parsedCert struct {
@@ -55,6 +56,10 @@ func Build(snap *cluster.Snapshot) (*Table, []Problem) {
 // a route table. Conflicts go to the oldest Ingress; every rule that cannot be served becomes a Problem
 // on its own Ingress and leaves all other routes alone.
 func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
+	if t, problems, ok := b.incremental(snap); ok {
+		return t, problems
+	}
+	b.last = nil
 	s := &buildState{
 		snap:      snap,
 		b:         b,
@@ -63,6 +68,7 @@ func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
 		certOwner: map[string]types.NamespacedName{},
 		usedCerts: map[types.NamespacedName]bool{},
 		tlsHosts:  map[string]bool{},
+		refs:      map[types.NamespacedName]bool{},
 	}
 	// Canaries attach to the routes of their main Ingress, so they go last whatever their age.
 	type canary struct {
@@ -91,7 +97,9 @@ func (b *Builder) Build(snap *cluster.Snapshot) (*Table, []Problem) {
 			delete(b.certs, key)
 		}
 	}
-	return s.t, dedupProblems(s.problems)
+	problems := dedupProblems(s.problems)
+	b.remember(s, problems)
+	return s.t, problems
 }
 
 type buildState struct {
@@ -108,6 +116,15 @@ type buildState struct {
 	tlsHosts map[string]bool
 	// plainPolicy is the parse of the defaults, shared by Ingresses without options.
 	plainPolicy *Policy
+	// refs are the Services the build looked up, found or not: a change to any other Service
+	// cannot change the table.
+	refs map[types.NamespacedName]bool
+}
+
+// service looks up a Service of the snapshot, noting that the table depends on it.
+func (s *buildState) service(key types.NamespacedName) *cluster.Service {
+	s.refs[key] = true
+	return s.snap.Service(key)
 }
 
 func (s *buildState) problem(ing *networkingv1.Ingress, reason, format string, args ...any) {
@@ -264,7 +281,7 @@ func (s *buildState) explainEmpty(ing *networkingv1.Ingress, be *Backend) {
 }
 
 func (s *buildState) resolve(ing *networkingv1.Ingress, be *Backend, port networkingv1.ServiceBackendPort) {
-	svc := s.snap.Service(be.Service)
+	svc := s.service(be.Service)
 	if svc == nil {
 		s.problem(ing, "ServiceNotFound", "Service %s does not exist; its routes answer 503", be.Service)
 		return

@@ -127,7 +127,7 @@ func (s *buildState) annotationBackend(ing *networkingv1.Ingress, v string) *Bac
 	case hasPort:
 		ib.Service.Port.Name = port
 	default:
-		svc := s.snap.Service(types.NamespacedName{Namespace: ing.Namespace, Name: name})
+		svc := s.service(types.NamespacedName{Namespace: ing.Namespace, Name: name})
 		if svc == nil || len(svc.Spec.Ports) == 0 {
 			s.problem(ing, "ServiceNotFound", "default-backend Service %s/%s does not exist or has no ports; the proxy's own error pages are used", ing.Namespace, name)
 			return nil
@@ -161,7 +161,7 @@ func (s *buildState) authBackend(ing *networkingv1.Ingress, raw string) *Backend
 		port, _ = strconv.Atoi(p)
 	}
 	key := types.NamespacedName{Namespace: ns, Name: name}
-	if s.snap.Service(key) == nil {
+	if s.service(key) == nil {
 		return nil // left to DNS, which may know better (say, a node-local resolver with cluster DNS)
 	}
 	be := &Backend{Service: key, Port: strconv.Itoa(port)}
