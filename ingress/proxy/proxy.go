@@ -146,60 +146,24 @@ func New(opts Options, reg prometheus.Registerer) (*Proxy, error) {
 func (p *Proxy) Swap(t *route.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if old := p.state.Load(); old != nil && extends(old.table, t) {
+		p.state.Store(p.extend(old, t))
+		return
+	}
 	st := &state{table: t, pools: make([]*pool, len(t.Backends)), backends: make([]*backendStats, len(t.Backends)), routes: make([]*routeStats, len(t.Routes))}
 	liveEPs := make(map[netip.AddrPort]bool, len(p.endpoints))
 	liveBackends := make(map[route.BackendKey]bool, len(t.Backends))
 	for i, b := range t.Backends {
-		key := b.Key()
-		liveBackends[key] = true
-		rot := p.rotations[key]
-		if rot == nil {
-			rot = new(atomic.Uint64)
-			p.rotations[key] = rot
-		}
-		bs := p.backendStats[key]
-		if bs == nil {
-			bs = &backendStats{labels: []string{b.Service.String(), b.Port}}
-			p.backendStats[key] = bs
-		}
-		pl := &pool{rr: rot, h2c: b.H2C, eps: make([]*endpoint, len(b.Endpoints))}
-		if n := p.opts.MaxConnsPerBackend; n > 0 {
-			cc := p.connCaps[key]
-			if cc == nil {
-				cc = newConnCap(n)
-				p.connCaps[key] = cc
-			}
-			pl.conns = cc
-		}
-		for j, a := range b.Endpoints {
-			e := p.endpoints[a]
-			if e == nil {
-				e = &endpoint{addr: a, hostport: a.String(), cookie: cookieValue(a.String())}
-				p.endpoints[a] = e
-			}
+		liveBackends[b.Key()] = true
+		for _, a := range b.Endpoints {
 			liveEPs[a] = true
-			pl.eps[j] = e
 		}
-		st.pools[i], st.backends[i] = pl, bs
+		st.pools[i], st.backends[i] = p.backendState(b)
 	}
 	liveRoutes := make(map[route.RouteKey]bool, len(t.Routes))
 	for i, r := range t.Routes {
-		key := r.Key()
-		liveRoutes[key] = true
-		rs := p.routeStats[key]
-		if rs == nil {
-			host, path := r.Host, r.Path
-			if host == "" {
-				host = "*"
-			}
-			if path == "" {
-				path = "(default)"
-			}
-			rs = &routeStats{labels: []string{host, path, r.Ingress.String(), r.Backend.Service.String()}}
-			rs.latency = p.metrics.latency.WithLabelValues(rs.labels...)
-			p.routeStats[key] = rs
-		}
-		st.routes[i] = rs
+		liveRoutes[r.Key()] = true
+		st.routes[i] = p.routeState(r)
 	}
 	for a, e := range p.endpoints {
 		if !liveEPs[a] {
@@ -223,6 +187,94 @@ func (p *Proxy) Swap(t *route.Table) {
 		}
 	}
 	p.state.Store(st)
+}
+
+// extends reports whether t is old with routes and backends added at the end (the route builder
+// makes such a table when Ingresses are created): then nothing of old's state is dropped.
+func extends(old, t *route.Table) bool {
+	if len(t.Routes) < len(old.Routes) || len(t.Backends) < len(old.Backends) {
+		return false
+	}
+	for i, r := range old.Routes {
+		if t.Routes[i] != r {
+			return false
+		}
+	}
+	for i, b := range old.Backends {
+		if t.Backends[i] != b {
+			return false
+		}
+	}
+	return true
+}
+
+// extend is Swap for a table that extends old's: the state of old's routes and backends (the same
+// objects, so the same endpoints) is reused as it is, and only the added ones are looked up, which
+// keeps route propagation independent of the number of routes.
+func (p *Proxy) extend(old *state, t *route.Table) *state {
+	st := &state{table: t, pools: slices.Clip(old.pools), backends: slices.Clip(old.backends), routes: slices.Clip(old.routes)}
+	for _, b := range t.Backends[len(old.table.Backends):] {
+		pl, bs := p.backendState(b)
+		st.pools, st.backends = append(st.pools, pl), append(st.backends, bs)
+	}
+	for _, r := range t.Routes[len(old.table.Routes):] {
+		st.routes = append(st.routes, p.routeState(r))
+	}
+	p.basicOK.Clear()
+	return st
+}
+
+// backendState returns the pool and counters of a backend, carrying over its rotation, connection
+// cap, counters and endpoints by key. p.mu must be held.
+func (p *Proxy) backendState(b *route.Backend) (*pool, *backendStats) {
+	key := b.Key()
+	rot := p.rotations[key]
+	if rot == nil {
+		rot = new(atomic.Uint64)
+		p.rotations[key] = rot
+	}
+	bs := p.backendStats[key]
+	if bs == nil {
+		bs = &backendStats{labels: []string{b.Service.String(), b.Port}}
+		p.backendStats[key] = bs
+	}
+	pl := &pool{rr: rot, h2c: b.H2C, eps: make([]*endpoint, len(b.Endpoints))}
+	if n := p.opts.MaxConnsPerBackend; n > 0 {
+		cc := p.connCaps[key]
+		if cc == nil {
+			cc = newConnCap(n)
+			p.connCaps[key] = cc
+		}
+		pl.conns = cc
+	}
+	for j, a := range b.Endpoints {
+		e := p.endpoints[a]
+		if e == nil {
+			e = &endpoint{addr: a, hostport: a.String(), cookie: cookieValue(a.String())}
+			p.endpoints[a] = e
+		}
+		pl.eps[j] = e
+	}
+	return pl, bs
+}
+
+// routeState returns the counters of a route, carried over by key. p.mu must be held.
+func (p *Proxy) routeState(r *route.Route) *routeStats {
+	key := r.Key()
+	rs := p.routeStats[key]
+	if rs == nil {
+		host, path := r.Host, r.Path
+		if host == "" {
+			host = "*"
+		}
+		if path == "" {
+			path = "(default)"
+		}
+		rs = &routeStats{labels: []string{host, path, r.Ingress.String(), r.Backend.Service.String()}}
+		rs.latency = p.metrics.latency.WithLabelValues(rs.labels...)
+		p.routeStats[key] = rs
+	}
+	return rs
 }
 
 // Table returns the route table in force, or nil before the first Swap.
