@@ -305,9 +305,11 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	}
 	defer resp.Body.Close()
 	dst := w.Header()
+	cors := takeCORS(dst)
 	for k, v := range resp.Header {
 		dst[k] = v
 	}
+	cors.restore(dst)
 	if c := resp.Header["Connection"]; len(c) > 0 {
 		for _, f := range c {
 			for _, tok := range strings.Split(f, ",") {
