@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/baregate/baregate/internal/cluster"
 )
@@ -151,5 +152,126 @@ func TestDisabled(t *testing.T) {
 	}
 	if m.hostPolicy(context.Background(), "shop.example.com") == nil || len(m.ACMECertificates()) != 0 || len(client.Actions()) != 0 {
 		t.Errorf("disabled Manager: policy allows the host, status %v, API actions %v", m.ACMECertificates(), client.Actions())
+	}
+}
+
+func TestIneligible(t *testing.T) {
+	for host, want := range map[string]string{
+		"shop.example.com":        "",
+		"":                        "",
+		"*.example.com":           "wildcard",
+		"192.0.2.1":               "IP address",
+		"2001:db8::1":             "IP address",
+		"[2001:db8::1]":           "IP address",
+		"1.2":                     "IP address",
+		"localhost":               "single-label",
+		"bad_name.example.com":    "not a valid",
+		"-x.example.com":          "not a valid",
+		"xn--bcher-kva.example.a": "",
+	} {
+		got := Ineligible(host)
+		if want == "" && got != "" || want != "" && !strings.Contains(got, want) {
+			t.Errorf("Ineligible(%q) = %q, want %q", host, got, want)
+		}
+		if Eligible(host) != (host != "" && want == "") {
+			t.Errorf("Eligible(%q) = %v", host, Eligible(host))
+		}
+	}
+}
+
+func TestSkippedReportedOncePerChange(t *testing.T) {
+	a := ingress("a", true, []string{"*.example.com", "shop.example.com", "localhost", ""},
+		networkingv1.IngressTLS{Hosts: []string{"*.Example.com.", "192.0.2.1"}})
+	a.UID = "uid-a"
+	plain := ingress("plain", false, []string{"*.example.com"}, networkingv1.IngressTLS{Hosts: []string{"*.example.com"}})
+	b := ingress("b", true, []string{"*.example.com"})
+	b.UID = "uid-b"
+	b2 := b.DeepCopy()
+	b2.UID = "uid-b2" // deleted and created again: a new object to tell
+	names := func(ss []SkippedHost) []string {
+		var out []string
+		for _, s := range ss {
+			out = append(out, s.Ingress.Name+"/"+s.Name)
+		}
+		return out
+	}
+	reported := map[skipKey]bool{}
+	for _, step := range []struct {
+		name string
+		ings []*networkingv1.Ingress
+		want []string
+	}{
+		{"first sight: each bad host of annotated Ingresses once", []*networkingv1.Ingress{a, plain}, []string{"a/*.example.com", "a/192.0.2.1", "a/localhost"}},
+		{"same again: nothing", []*networkingv1.Ingress{a, plain}, nil},
+		{"another Ingress with the same host", []*networkingv1.Ingress{a, plain, b}, []string{"b/*.example.com"}},
+		{"b gone", []*networkingv1.Ingress{a}, nil},
+		{"b back: reported again", []*networkingv1.Ingress{a, b}, []string{"b/*.example.com"}},
+		{"b recreated", []*networkingv1.Ingress{a, b2}, []string{"b/*.example.com"}},
+	} {
+		skipped := Skipped(&cluster.Snapshot{Ingresses: step.ings})
+		var fresh []SkippedHost
+		fresh, reported = newlySkipped(reported, skipped)
+		if got := names(fresh); !slices.Equal(got, step.want) {
+			t.Errorf("%s: reported %v, want %v", step.name, got, step.want)
+		}
+		for _, s := range fresh {
+			if s.Why == "" {
+				t.Errorf("%s: %s without a reason", step.name, s.Name)
+			}
+		}
+	}
+}
+
+// TestSkippedEvents runs the leader side: one Warning Event per skipped host and change, none from a
+// Manager with ACME off.
+func TestSkippedEvents(t *testing.T) {
+	rec := record.NewFakeRecorder(10)
+	m, err := New(Config{DirectoryURL: LetsEncrypt, HTTP01: true, RenewBefore: 720 * time.Hour, RetryInterval: time.Minute},
+		cluster.Deps{NodeName: "n", Namespace: "baregate-system", Client: fake.NewClientset(), Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.RunLeader(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	ing := ingress("a", true, []string{"*.example.com", "shop.example.com"})
+	snap := &cluster.Snapshot{Ingresses: []*networkingv1.Ingress{ing}}
+	m.Update(snap)
+	select {
+	case ev := <-rec.Events:
+		if !strings.HasPrefix(ev, "Warning "+ReasonHostSkipped+" ") || !strings.Contains(ev, `"*.example.com"`) || !strings.Contains(ev, "DNS-01") {
+			t.Errorf("event %q", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Event for a wildcard host")
+	}
+	// Later syncs of the same snapshot report nothing more; a new bad host is reported.
+	m.Update(snap)
+	m.Update(snap)
+	ing2 := ing.DeepCopy()
+	ing2.Spec.Rules = append(ing2.Spec.Rules, networkingv1.IngressRule{Host: "192.0.2.7"})
+	m.Update(&cluster.Snapshot{Ingresses: []*networkingv1.Ingress{ing2}})
+	select {
+	case ev := <-rec.Events:
+		if !strings.Contains(ev, `"192.0.2.7"`) {
+			t.Errorf("event %q, want the one about 192.0.2.7", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Event for a new IP host")
+	}
+	cancel()
+	<-done
+	if len(rec.Events) != 0 {
+		t.Errorf("more events: %q", <-rec.Events)
+	}
+
+	off, err := New(Config{RenewBefore: 720 * time.Hour, RetryInterval: time.Minute}, cluster.Deps{NodeName: "n", Namespace: "baregate-system", Client: fake.NewClientset(), Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off.Update(snap)
+	if err := off.RunLeader(context.Background()); err != nil || len(rec.Events) != 0 {
+		t.Errorf("ACME off: RunLeader %v, events %d", err, len(rec.Events))
 	}
 }

@@ -45,6 +45,10 @@ type Manager struct {
 	hosts atomic.Pointer[hostList]
 	certs atomic.Pointer[map[string]*tls.Certificate] // served certificates by host
 
+	// skipped are the hosts Hosts leaves out for good, which the leader reports (see RunLeader).
+	skipped    atomic.Pointer[[]SkippedHost]
+	skipRunner atomic.Pointer[cluster.Runner]
+
 	mu    sync.Mutex
 	state map[string]*hostState
 	// now is the clock renewals are due by (tests move it forward).
@@ -71,6 +75,7 @@ const leaseRetry = 2 * time.Second
 var (
 	_ cluster.Component  = (*Manager)(nil)
 	_ cluster.ACMESource = (*Manager)(nil)
+	_ cluster.Leader     = (*Manager)(nil)
 )
 
 // New returns a Manager; it starts nothing until Run.
@@ -111,6 +116,7 @@ func New(cfg Config, deps cluster.Deps) (*Manager, error) {
 	m.answer = &autocert.Manager{Cache: m.cache, HostPolicy: m.hostPolicy}
 	m.answerHTTP = m.answer.HTTPHandler(http.NotFoundHandler())
 	m.hosts.Store(&hostList{set: HostSet{}})
+	m.skipped.Store(&[]SkippedHost{})
 	m.certs.Store(&map[string]*tls.Certificate{})
 	m.runner = cluster.NewRunner("ingress-acme", 100*time.Millisecond, 2*time.Second, 30*time.Second, m.sync)
 	if deps.Metrics != nil {
@@ -134,6 +140,11 @@ func (m *Manager) Update(snap *cluster.Snapshot) {
 	list := Hosts(snap, m.cfg.AllTLSHosts)
 	m.hosts.Store(&hostList{list: list, set: NewHostSet(list)})
 	m.runner.Trigger()
+	skipped := Skipped(snap)
+	m.skipped.Store(&skipped)
+	if r := m.skipRunner.Load(); r != nil {
+		r.Trigger()
+	}
 }
 
 // Name implements cluster.Component.
