@@ -2,7 +2,6 @@ package chart
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/baregate/baregate/charts/baregate/charttest"
 	"github.com/baregate/baregate/internal/lab"
-	"github.com/baregate/baregate/internal/lab/echo"
 	"github.com/baregate/baregate/test/e2e/framework"
 )
 
@@ -67,18 +65,18 @@ func TestGatewayRunsWithTheChartsRBAC(t *testing.T) {
 	}
 
 	ns := f.Namespace()
-	f.Apply(ns, echoApp+echoService+echoIngress)
+	f.Apply(ns, framework.EchoApp("echo", 2, "echo")+framework.Service("echo", "LoadBalancer", "app: echo", "chart", "")+echoIngress)
 	f.WaitPodsReady(ns, "app=echo", 2)
 	f.WaitReadyEndpoints(ns, "echo", 2)
 
 	lbIP := waitLoadBalancerIP(t, f, ns, "echo")
-	r := curlEcho(t, f, "http://"+net.JoinHostPort(lbIP, "80")+"/lb")
+	r := f.CurlEcho(1, "http://"+net.JoinHostPort(lbIP, "80")+"/lb")
 	if r.Service != "echo" || r.Namespace != ns || r.Path != "/lb" {
 		t.Errorf("the LB IP %s answered %+v; want the echo Service of %s", lbIP, r, ns)
 	}
 
 	ingressIP := waitLoadBalancerIP(t, f, lab.GatewayNamespace, "baregate-ingress")
-	r = curlEcho(t, f, "-H", "Host: chart.example", "http://"+net.JoinHostPort(ingressIP, "80")+"/ingress")
+	r = f.CurlEcho(1, "-H", "Host: chart.example", "http://"+net.JoinHostPort(ingressIP, "80")+"/ingress")
 	if r.Ingress != "echo" || r.Host != "chart.example" || r.Path != "/ingress" {
 		t.Errorf("the ingress on %s answered %+v; want Ingress echo for host chart.example", ingressIP, r)
 	}
@@ -178,84 +176,12 @@ func serviceAccountKubeconfig(t *testing.T, f *framework.T) (string, kubernetes.
 
 func waitLoadBalancerIP(t *testing.T, f *framework.T, ns, name string) string {
 	t.Helper()
-	var ip string
-	f.WaitFor(time.Minute, "a load-balancer IP for Service "+ns+"/"+name, func(ctx context.Context) (bool, error) {
-		svc, err := f.Client().CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, in := range svc.Status.LoadBalancer.Ingress {
-			ip = in.IP
-		}
-		return ip != "", fmt.Errorf("status %+v", svc.Status.LoadBalancer)
-	})
+	ip := f.WaitLoadBalancerIP(ns, name)
 	if lo, hi, _ := strings.Cut(poolRange, "-"); ip < lo || ip > hi {
 		t.Fatalf("Service %s/%s got %s, outside the chart's pool %s", ns, name, ip, poolRange)
 	}
 	return ip
 }
-
-func curlEcho(t *testing.T, f *framework.T, args ...string) echo.Response {
-	t.Helper()
-	var r echo.Response
-	f.WaitFor(time.Minute, fmt.Sprintf("client1 to get an echo answer from %v", args), func(ctx context.Context) (bool, error) {
-		out, err := f.ExecClient(1, append([]string{"curl", "-sS", "--fail", "--max-time", "3"}, args...)...)
-		if err != nil {
-			return false, fmt.Errorf("%w: %s", err, out)
-		}
-		r = echo.Response{}
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			return false, fmt.Errorf("not echo JSON: %q", out)
-		}
-		return true, nil
-	})
-	return r
-}
-
-const echoApp = `
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: echo
-        image: registry.k8s.io/gateway-api/conformance/echo-basic:v20231214-v1.0.0-140-gf544a46e
-        ports:
-        - {name: http, containerPort: 3000}
-        env:
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: NAMESPACE
-          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        - {name: SERVICE_NAME, value: echo}
-        - {name: INGRESS_NAME, value: echo}
-        readinessProbe:
-          httpGet: {path: /health, port: http}
-          periodSeconds: 1
-`
-
-const echoService = `
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo
-  annotations: {metallb.io/address-pool: chart}
-spec:
-  type: LoadBalancer
-  selector: {app: echo}
-  ports:
-  - {name: http, port: 80, targetPort: http}
-`
 
 const echoIngress = `
 ---

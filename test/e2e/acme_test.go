@@ -26,7 +26,7 @@ func TestACMEThroughLBIP(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	class, ip := ingressFrontDoor(t, f, ns, "203.0.113.230-203.0.113.231")
-	f.Apply(ns, echoApp(2, "acme")+service("echo", "ClusterIP", "app: echo", "", ""))
+	f.Apply(ns, framework.EchoApp("echo", 2, "acme")+framework.Service("echo", "ClusterIP", "app: echo", "", ""))
 	f.WaitPodsReady(ns, "app=echo", 2)
 	f.WaitReadyEndpoints(ns, "echo", 2)
 	t.Cleanup(func() {

@@ -47,7 +47,7 @@ func TestIngressHTTPAndHTTPSThroughLBIP(t *testing.T) {
 	class, ip := ingressFrontDoor(t, f, ns, "203.0.113.220-203.0.113.221")
 	secure, plain := "shop."+ns+".example", "plain."+ns+".example"
 	ca := newTestCA(t)
-	f.Apply(ns, ca.tlsSecret(t, "shop-tls", secure)+"\n---"+echoApp(4, "shop")+service("echo", "ClusterIP", "app: echo", "", "")+
+	f.Apply(ns, ca.tlsSecret(t, "shop-tls", secure)+"\n---"+framework.EchoApp("echo", 4, "shop")+framework.Service("echo", "ClusterIP", "app: echo", "", "")+
 		ingress("shop", class, secure, "shop-tls")+ingress("plain", class, plain, ""))
 	podNode := map[string]string{}
 	for _, p := range f.WaitPodsReady(ns, "app=echo", 4) {
@@ -187,8 +187,8 @@ func TestIngressOfUnknownClassGetsNoStatus(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	class, ip := ingressFrontDoor(t, f, ns, "203.0.113.228-203.0.113.229")
-	foreign := addIngressClass(t, f, ns+"-foreign", "example.com/another-controller")
-	f.Apply(ns, echoApp(1, "")+service("echo", "ClusterIP", "app: echo", "", "")+
+	foreign := f.AddIngressClass(ns+"-foreign", "example.com/another-controller")
+	f.Apply(ns, framework.EchoApp("echo", 1, "")+framework.Service("echo", "ClusterIP", "app: echo", "", "")+
 		ingress("served", class, "served."+ns+".example", "")+
 		ingress("foreign", foreign, "foreign."+ns+".example", "")+
 		ingress("missing-class", ns+"-no-such-class", "missing."+ns+".example", "")+
@@ -247,7 +247,7 @@ func TestIngressOfUnknownClassGetsNoStatus(t *testing.T) {
 // chart's). It returns the class's name and the Service's IP.
 func ingressFrontDoor(t testing.TB, f *framework.T, ns, addresses string) (class, ip string) {
 	pool := addPool(t, f, ns, addresses)
-	class = addIngressClass(t, f, ns+"-class", "baregate.io/ingress")
+	class = f.AddIngressClass(ns+"-class", "baregate.io/ingress")
 	f.Apply(lab.GatewayNamespace, fmt.Sprintf(`
 apiVersion: v1
 kind: Service
@@ -269,22 +269,13 @@ spec:
 	return class, waitServiceIP(t, f, lab.GatewayNamespace, ingressServiceName, first, last)
 }
 
-// addIngressClass adds an IngressClass of the controller, removed when the test ends, and returns its name.
-func addIngressClass(t testing.TB, f *framework.T, name, controller string) string {
-	f.Apply("", fmt.Sprintf("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: %s\nspec:\n  controller: %s\n", name, controller))
-	t.Cleanup(func() {
-		_ = f.Client().NetworkingV1().IngressClasses().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-	return name
-}
-
 // echoBehindIngress runs n echo pods behind Service echo and an Ingress (named like the host's first
 // label) for host on the ingress Service's LB IP, from the addresses given; it returns the IP and the
 // pods once client1 gets answers.
 func echoBehindIngress(t testing.TB, f *framework.T, ns, host string, n int, addresses string) (ip string, pods []string) {
 	class, ip := ingressFrontDoor(t, f, ns, addresses)
 	name, _, _ := strings.Cut(host, ".")
-	f.Apply(ns, echoApp(n, name)+service("echo", "ClusterIP", "app: echo", "", "")+ingress(name, class, host, ""))
+	f.Apply(ns, framework.EchoApp("echo", n, name)+framework.Service("echo", "ClusterIP", "app: echo", "", "")+ingress(name, class, host, ""))
 	pods = podNames(f.WaitPodsReady(ns, "app=echo", n))
 	f.WaitReadyEndpoints(ns, "echo", n)
 	waitEcho(t, f, newIngressClient(t, f, ip, nil), "http://"+host+"/")

@@ -32,7 +32,7 @@ func TestLBIPMovesWithLocalEndpoint(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.210-203.0.113.211")
-	f.Apply(ns, webPod("web-node1", "node1")+service("web", "LoadBalancer", "app: web", pool, "Local"))
+	f.Apply(ns, webPod("web-node1", "node1")+framework.Service("web", "LoadBalancer", "app: web", pool, "Local"))
 	f.WaitPodsReady(ns, "app=web", 1)
 	ip := waitServiceIP(t, f, ns, "web", "203.0.113.210", "203.0.113.211")
 	url := "http://" + net.JoinHostPort(ip, "80") + "/"
@@ -73,7 +73,7 @@ func TestLBIPFailoverGatewayKilled(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.212-203.0.113.213")
-	f.Apply(ns, webPod("web-node1", "node1")+webPod("web-node2", "node2")+service("web", "LoadBalancer", "app: web", pool, "Cluster"))
+	f.Apply(ns, webPod("web-node1", "node1")+webPod("web-node2", "node2")+framework.Service("web", "LoadBalancer", "app: web", pool, "Cluster"))
 	f.WaitPodsReady(ns, "app=web", 2)
 	f.WaitReadyEndpoints(ns, "web", 2)
 	ip := waitServiceIP(t, f, ns, "web", "203.0.113.212", "203.0.113.213")
@@ -122,20 +122,9 @@ func TestLBIPNodeCutOff(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.214-203.0.113.215")
-	class := ns + "-class"
-	f.Apply(ns, fmt.Sprintf(`
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: %s
-spec:
-  controller: baregate.io/ingress
-`, class))
-	t.Cleanup(func() {
-		_ = f.Client().NetworkingV1().IngressClasses().Delete(context.Background(), class, metav1.DeleteOptions{})
-	})
+	class := f.AddIngressClass(ns+"-class", "baregate.io/ingress")
 	f.Apply(ns, webPod("web-node1", "node1")+webPod("web-node2", "node2")+
-		service("web", "LoadBalancer", "app: web", pool, "Cluster")+`
+		framework.Service("web", "LoadBalancer", "app: web", pool, "Cluster")+`
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -215,7 +204,7 @@ func TestLBIPSharedBetweenServices(t *testing.T) {
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.216")
 	shared := func(name, port string) string {
-		m := service(name, "LoadBalancer", "app: web", pool, "Cluster")
+		m := framework.Service(name, "LoadBalancer", "app: web", pool, "Cluster")
 		m = strings.Replace(m, "  annotations: {", "  annotations: {metallb.io/allow-shared-ip: web, ", 1)
 		return strings.Replace(m, "port: 80,", "port: "+port+",", 1)
 	}
@@ -241,7 +230,7 @@ func TestLBIPv6ThroughNDP(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "2001:db8:0:2::20-2001:db8:0:2::21")
-	m := service("web", "LoadBalancer", "app: web", pool, "Cluster")
+	m := framework.Service("web", "LoadBalancer", "app: web", pool, "Cluster")
 	m = strings.Replace(m, "spec:\n", "spec:\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n", 1)
 	f.Apply(ns, webPod("web-node1", "node1")+webPod("web-node2", "node2")+m)
 	f.WaitPodsReady(ns, "app=web", 2)

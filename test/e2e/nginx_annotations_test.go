@@ -41,19 +41,19 @@ func TestNginxAnnotationManifests(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	_, ip := ingressFrontDoor(t, f, ns, "203.0.113.244-203.0.113.245")
-	addIngressClass(t, f, "nginx", "baregate.io/ingress")
+	f.AddIngressClass("nginx", "baregate.io/ingress")
 	for bns, svcs := range nginxBackends {
 		ensureNamespace(t, f, bns)
-		m := echoAppNamed("echo-nginx", 1, "")
+		m := framework.EchoApp("echo-nginx", 1, "")
 		for _, s := range svcs {
 			sel := "app: echo-nginx"
 			if strings.HasPrefix(s, "canary") {
 				sel = "app: canary-nginx"
 			}
-			m += service(s, "ClusterIP", sel, "", "")
+			m += framework.Service(s, "ClusterIP", sel, "", "")
 		}
 		if bns == "echo" {
-			m += "\n---" + echoAppNamed("canary-nginx", 1, "")
+			m += "\n---" + framework.EchoApp("canary-nginx", 1, "")
 		}
 		f.Apply(bns, m)
 		cleanupObjects(t, f, bns, svcs)
@@ -130,13 +130,6 @@ func TestNginxAnnotationManifests(t *testing.T) {
 	expectAnswer(t, f, c, "GET", "http://www.example.com/x", nil, 308, "Location", "https://www.example.com/x")
 	expectAnswer(t, f, c, "GET", "http://example.net/x", nil, 308, "Location", "https://example.net/x")
 	expectAnswer(t, f, c, "GET", "http://example.com/x", nil, 308, "Location", "http://www.example.com/x")
-}
-
-// echoAppNamed is echoApp as Deployment name with pods labelled app: name.
-func echoAppNamed(name string, n int, ingress string) string {
-	m := echoApp(n, ingress)
-	m = strings.Replace(m, "  name: echo\nspec:", "  name: "+name+"\nspec:", 1)
-	return strings.ReplaceAll(m, "{app: echo}", "{app: "+name+"}")
 }
 
 // ensureNamespace creates a namespace the manifests name unless it exists, removing it at the end

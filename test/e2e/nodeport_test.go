@@ -19,6 +19,7 @@ import (
 
 	"github.com/baregate/baregate/internal/lab"
 	"github.com/baregate/baregate/internal/lab/echo"
+	"github.com/baregate/baregate/test/e2e/framework"
 )
 
 // npRequestLoop sends requests one after another (a new connection each, so each goes through the NAT
@@ -111,7 +112,7 @@ spec:
 func TestNodePortScalingLosesNoRequests(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
-	f.Apply(ns, gracefulEchoApp(2)+service("echo", "NodePort", "app: echo", "", ""))
+	f.Apply(ns, gracefulEchoApp(2)+framework.Service("echo", "NodePort", "app: echo", "", ""))
 	f.Apply(ns, echoPod("probe", lab.NodeName(2)))
 	f.WaitPodsReady(ns, "app=echo", 2)
 	f.WaitPodsReady(ns, "app=probe", 1)
@@ -217,7 +218,7 @@ func TestNodePortScalingLosesNoRequests(t *testing.T) {
 func TestExternalTrafficPolicyLocalDropsWithoutLocalEndpoint(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
-	f.Apply(ns, echoApp(1, "")+service("echo", "NodePort", "app: echo", "", "Local"))
+	f.Apply(ns, framework.EchoApp("echo", 1, "")+framework.Service("echo", "NodePort", "app: echo", "", "Local"))
 	pod := f.WaitPodsReady(ns, "app=echo", 1)[0]
 	f.WaitReadyEndpoints(ns, "echo", 1)
 	svc, err := f.Client().CoreV1().Services(ns).Get(f.Ctx, "echo", metav1.GetOptions{})

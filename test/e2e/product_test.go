@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
@@ -30,7 +29,7 @@ func TestLoadBalancerIPReachableThroughARP(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.200-203.0.113.201")
-	f.Apply(ns, echoApp(3, "")+service("echo", "LoadBalancer", "app: echo", pool, "Cluster"))
+	f.Apply(ns, framework.EchoApp("echo", 3, "")+framework.Service("echo", "LoadBalancer", "app: echo", pool, "Cluster"))
 	pods := podNames(f.WaitPodsReady(ns, "app=echo", 3))
 	f.WaitReadyEndpoints(ns, "echo", 3)
 	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.200", "203.0.113.201")
@@ -51,7 +50,7 @@ func TestLoadBalancerIPReachableThroughARP(t *testing.T) {
 func TestNodePortOnEveryNode(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
-	f.Apply(ns, echoApp(2, "")+service("echo", "NodePort", "app: echo", "", ""))
+	f.Apply(ns, framework.EchoApp("echo", 2, "")+framework.Service("echo", "NodePort", "app: echo", "", ""))
 	pods := podNames(f.WaitPodsReady(ns, "app=echo", 2))
 	f.WaitReadyEndpoints(ns, "echo", 2)
 	svc, err := f.Client().CoreV1().Services(ns).Get(f.Ctx, "echo", metav1.GetOptions{})
@@ -118,43 +117,14 @@ func TestIngressHostThroughLBIP(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.202-203.0.113.203")
-	class := ns + "-class"
-	f.Apply(ns, fmt.Sprintf(`
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: %s
-spec:
-  controller: baregate.io/ingress
-`, class))
-	t.Cleanup(func() {
-		_ = f.Client().NetworkingV1().IngressClasses().Delete(context.Background(), class, metav1.DeleteOptions{})
-	})
+	class := f.AddIngressClass(ns+"-class", "baregate.io/ingress")
 	gwSvc := ns + "-ingress"
 	// The gateways' Pods name their port 80 "http", like the echo pods.
-	f.Apply(lab.GatewayNamespace, service(gwSvc, "LoadBalancer", lab.GatewayAppLabel+": "+lab.GatewayApp, pool, "Local"))
+	f.Apply(lab.GatewayNamespace, framework.Service(gwSvc, "LoadBalancer", lab.GatewayAppLabel+": "+lab.GatewayApp, pool, "Local"))
 	t.Cleanup(func() {
 		_ = f.Client().CoreV1().Services(lab.GatewayNamespace).Delete(context.Background(), gwSvc, metav1.DeleteOptions{})
 	})
-	f.Apply(ns, echoApp(2, "web")+service("echo", "ClusterIP", "app: echo", "", "")+`
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: web
-spec:
-  ingressClassName: `+class+`
-  rules:
-  - host: e2e.example
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: echo
-            port: {name: http}
-`)
+	f.Apply(ns, framework.EchoApp("echo", 2, "web")+framework.Service("echo", "ClusterIP", "app: echo", "", "")+ingress("web", class, "e2e.example", ""))
 	pods := podNames(f.WaitPodsReady(ns, "app=echo", 2))
 	f.WaitReadyEndpoints(ns, "echo", 2)
 	ip := waitServiceIP(t, f, lab.GatewayNamespace, gwSvc, "203.0.113.202", "203.0.113.203")
@@ -176,7 +146,7 @@ func TestExternalTrafficPolicyLocalKeepsClientIP(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.204-203.0.113.205")
-	f.Apply(ns, echoApp(1, "")+service("echo", "LoadBalancer", "app: echo", pool, "Local"))
+	f.Apply(ns, framework.EchoApp("echo", 1, "")+framework.Service("echo", "LoadBalancer", "app: echo", pool, "Local"))
 	pod := f.WaitPodsReady(ns, "app=echo", 1)[0]
 	f.WaitReadyEndpoints(ns, "echo", 1)
 	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.204", "203.0.113.205")
@@ -241,54 +211,6 @@ spec:
 	return name
 }
 
-// echoApp is a Deployment of n echo pods labelled app=echo that name Service echo and the ingress.
-func echoApp(n int, ingress string) string {
-	return fmt.Sprintf(`
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo
-spec:
-  replicas: %d
-  selector:
-    matchLabels: {app: echo}
-  template:
-    metadata:
-      labels: {app: echo}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: echo
-        image: registry.k8s.io/gateway-api/conformance/echo-basic:v20231214-v1.0.0-140-gf544a46e
-        ports:
-        - {name: http, containerPort: 3000}
-        env:
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: NAMESPACE
-          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        - {name: SERVICE_NAME, value: echo}
-        - {name: INGRESS_NAME, value: %q}
-        readinessProbe:
-          httpGet: {path: /health, port: http}
-          periodSeconds: 1
-`, n, ingress)
-}
-
-// service is a Service on port 80 to the selected pods' port named http; pool and policy, when set,
-// are its address pool and externalTrafficPolicy.
-func service(name, typ, selector, pool, policy string) string {
-	m := fmt.Sprintf("\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n", name)
-	if pool != "" {
-		m += fmt.Sprintf("  annotations: {metallb.io/address-pool: %s}\n", pool)
-	}
-	m += fmt.Sprintf("spec:\n  type: %s\n  selector: {%s}\n", typ, selector)
-	if policy != "" {
-		m += fmt.Sprintf("  externalTrafficPolicy: %s\n", policy)
-	}
-	return m + "  ports:\n  - {name: http, port: 80, targetPort: http}\n"
-}
-
 func podNames(pods []corev1.Pod) []string {
 	var out []string
 	for _, p := range pods {
@@ -304,16 +226,7 @@ func waitServiceIP(t testing.TB, f *framework.T, ns, name string, want ...string
 	defer func() {
 		t.Logf("Service %s/%s got IP %s after %s", ns, name, ip, time.Since(start).Round(100*time.Millisecond))
 	}()
-	f.WaitFor(time.Minute, "a load-balancer IP for Service "+ns+"/"+name, func(ctx context.Context) (bool, error) {
-		svc, err := f.Client().CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, in := range svc.Status.LoadBalancer.Ingress {
-			ip = in.IP
-		}
-		return ip != "", fmt.Errorf("status %+v", svc.Status.LoadBalancer)
-	})
+	ip = f.WaitLoadBalancerIP(ns, name)
 	if !slices.Contains(want, ip) {
 		t.Fatalf("Service %s/%s got IP %s, outside its pool %v", ns, name, ip, want)
 	}
@@ -336,23 +249,11 @@ func waitAnnouncedBy(t testing.TB, f *framework.T, ns, name string) string {
 
 // curlEcho curls from client1 until an echo JSON answer comes, and returns it.
 func curlEcho(t testing.TB, f *framework.T, args ...string) echo.Response {
-	var r echo.Response
 	start := time.Now()
 	defer func() {
 		t.Logf("client1 got an echo answer from %v after %s", args, time.Since(start).Round(100*time.Millisecond))
 	}()
-	f.WaitFor(time.Minute, fmt.Sprintf("client1 to get an echo answer from %v", args), func(ctx context.Context) (bool, error) {
-		out, err := f.ExecClient(1, append([]string{"curl", "-sS", "--fail", "--max-time", "3"}, args...)...)
-		if err != nil {
-			return false, fmt.Errorf("%w: %s", err, out)
-		}
-		r = echo.Response{}
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			return false, fmt.Errorf("not echo JSON: %q", out)
-		}
-		return true, nil
-	})
-	return r
+	return f.CurlEcho(1, args...)
 }
 
 // nodeMAC is the MAC address of the lab node's LAN interface, lower case.

@@ -35,7 +35,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	dir := uitest.ArtifactDir(t)
 	ns := f.Namespace()
 	pool := addPool(t, f, ns, "203.0.113.236-203.0.113.237")
-	f.Apply(ns, echoApp(3, "")+service("echo", "LoadBalancer", "app: echo", pool, "Cluster"))
+	f.Apply(ns, framework.EchoApp("echo", 3, "")+framework.Service("echo", "LoadBalancer", "app: echo", pool, "Cluster"))
 	pods := podNames(f.WaitPodsReady(ns, "app=echo", 3))
 	f.WaitReadyEndpoints(ns, "echo", 3)
 	ip := waitServiceIP(t, f, ns, "echo", "203.0.113.236", "203.0.113.237")
@@ -186,7 +186,7 @@ func TestDashboardDefaultBackendRates(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
 	class, ip := ingressFrontDoor(t, f, ns, "203.0.113.232-203.0.113.233")
-	f.Apply(ns, echoApp(2, "fallback")+service("echo", "ClusterIP", "app: echo", "", "")+fmt.Sprintf(`
+	f.Apply(ns, framework.EchoApp("echo", 2, "fallback")+framework.Service("echo", "ClusterIP", "app: echo", "", "")+fmt.Sprintf(`
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -284,10 +284,10 @@ func getJSON(ctx context.Context, url string, v any) error {
 func TestDashboardIngressHostsTable(t *testing.T) {
 	f := env.Lab(t)
 	ns := f.Namespace()
-	class := addIngressClass(t, f, ns+"-class", "baregate.io/ingress")
+	class := f.AddIngressClass(ns+"-class", "baregate.io/ingress")
 	host := "certs." + ns + ".example"
 	ca := newTestCA(t)
-	f.Apply(ns, ca.tlsSecret(t, "certs-tls", host)+"\n---"+echoApp(1, "")+service("echo", "ClusterIP", "app: echo", "", "")+
+	f.Apply(ns, ca.tlsSecret(t, "certs-tls", host)+"\n---"+framework.EchoApp("echo", 1, "")+framework.Service("echo", "ClusterIP", "app: echo", "", "")+
 		ingress("certs", class, host, "certs-tls"))
 	base := dashboardProxy(t, f, 1)
 	type row struct {
