@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -104,4 +105,19 @@ func expectStatus(t *testing.T, what string, resp *http.Response, want int) {
 	if resp.StatusCode != want {
 		t.Errorf("%s: status %d, want %d", what, resp.StatusCode, want)
 	}
+}
+
+// startSlowBackend starts a backend whose /slow requests block until release is called (at the
+// latest when the test ends), for tests of connection limits; release may be called more than once.
+func startSlowBackend(t testing.TB) (*backend, func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(release)
+	be := startBackend(t, "web", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-ch
+		}
+	})
+	return be, release
 }

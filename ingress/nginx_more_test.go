@@ -3,7 +3,6 @@ package ingress
 import (
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 )
 
@@ -14,14 +13,7 @@ import (
 // request rate and the connection limit; the others are still limited.
 func TestNginxLimitAllowlist(t *testing.T) {
 	h := newHarness(t)
-	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	be := startBackend(t, "web", false, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			<-release
-		}
-	})
+	be, release := startSlowBackend(t)
 	rps := func(more ...string) map[string]string {
 		return nginxAnn(append([]string{"limit-rps", "1", "limit-burst-multiplier", "1"}, more...)...)
 	}
@@ -63,7 +55,7 @@ func TestNginxLimitAllowlist(t *testing.T) {
 		resp, _ := h.send("GET", "conn.example", "/", nil)
 		expectStatus(t, "a concurrent request of an exempt client", resp, 200)
 	}
-	once.Do(func() { close(release) })
+	release()
 	if code := <-done; code != 200 {
 		t.Errorf("the slow request: %d", code)
 	}

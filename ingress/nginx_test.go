@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -394,14 +393,7 @@ func TestNginxBasicAuth(t *testing.T) {
 
 func TestNginxRateLimits(t *testing.T) {
 	h := newHarness(t)
-	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	be := startBackend(t, "web", false, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			<-release
-		}
-	})
+	be, release := startSlowBackend(t)
 	h.apply(merge(
 		annotated("rps.example", "web", nginxAnn("limit-rps", "1", "limit-burst-multiplier", "1"), be.addr),
 		annotated("conn.example", "web", nginxAnn("limit-connections", "1"), be.addr),
@@ -423,7 +415,7 @@ func TestNginxRateLimits(t *testing.T) {
 	waitFor(t, func() bool { return be.hits.Load() >= 11-int64(refused) })
 	resp, _ := h.send("GET", "conn.example", "/", nil)
 	expectStatus(t, "second concurrent request", resp, 503)
-	once.Do(func() { close(release) })
+	release()
 	if code := <-done; code != 200 {
 		t.Errorf("first request: %d", code)
 	}
