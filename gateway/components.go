@@ -47,7 +47,7 @@ func buildComponents(cfg *Config, deps cluster.Deps, dyn dynamic.Interface) ([]c
 		}
 		icfg := cfg.Ingress
 		icfg.Certificates = certs // ACME certificates and challenge answers in the listeners
-		ing, err := ingress.NewWithPolicy(icfg, cfg.IngressPolicy, deps)
+		ing, err := ingress.New(icfg, deps)
 		if err != nil {
 			return nil, fmt.Errorf("setting up ingress: %w", err)
 		}

@@ -34,9 +34,7 @@ type Config struct {
 	LBIP     lbip.Config
 	NodePort nodeport.Config
 	Ingress  ingress.Config
-	// IngressPolicy holds the ingress-nginx ConfigMap-level defaults (HSTS) and the upstream connection cap.
-	IngressPolicy ingress.PolicyConfig
-	UI            ui.Config
+	UI       ui.Config
 }
 
 // NewConfig returns the defaults, taking the node name and namespace from the environment the
@@ -63,8 +61,6 @@ func NewConfig() *Config {
 		EnableLBIP: true, EnableNodePort: true, EnableIngress: true, EnableUI: true,
 		LBIP: lbip.DefaultConfig(),
 		UI:   ui.DefaultConfig(),
-
-		IngressPolicy: ingress.DefaultPolicyConfig(),
 	}
 	// The flag definitions hold the components' defaults: registering them on a throwaway set
 	// fills them in, so a Config built in code (tests, the lab) starts where the command line does.
@@ -93,7 +89,6 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.LBIP.AddFlags(fs)
 	c.NodePort.AddFlags(fs)
 	c.Ingress.AddFlags(fs)
-	c.IngressPolicy.AddFlags(fs)
 	c.UI.AddFlags(fs)
 }
 
@@ -135,7 +130,6 @@ func (c *Config) Validate() error {
 		{c.EnableLBIP, c.LBIP.Validate},
 		{c.EnableNodePort, c.NodePort.Validate},
 		{c.EnableIngress, c.Ingress.Validate},
-		{c.EnableIngress, c.IngressPolicy.Validate},
 		{c.EnableUI, c.UI.Validate},
 	} {
 		if comp.on {

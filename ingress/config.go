@@ -39,6 +39,8 @@ type Config struct {
 	MinSyncInterval time.Duration
 	// ACME configures certificates from an ACME CA (package acme).
 	ACME acme.Config
+	// Policy holds ingress-nginx's ConfigMap-level defaults (HSTS) and the upstream connection cap.
+	Policy PolicyConfig
 	// Certificates, when set (the gateway sets the acme.Manager), is asked first for every TLS
 	// handshake's certificate and sees every plain-HTTP request before routing. Not a flag.
 	Certificates CertificateSource
@@ -72,6 +74,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.DisableFastPath, "ingress-disable-fast-path", false, "Send every request through Go's standard HTTP client instead of baregate's HTTP/1.1 fast path (which serves plain HTTP/1.1 requests on pooled connections without extra goroutines).")
 	fs.DurationVar(&c.MinSyncInterval, "ingress-min-sync-interval", 10*time.Millisecond, "The shortest time between two route table rebuilds; changes arriving meanwhile are applied together.")
 	c.ACME.AddFlags(fs)
+	c.Policy = DefaultPolicyConfig() // its flags take their defaults from the values they are bound to
+	c.Policy.AddFlags(fs)
 }
 
 // Validate reports the first invalid value.
@@ -111,6 +115,7 @@ func (c *Config) Validate() error {
 	if c.ACME != (acme.Config{}) { // set by AddFlags; a Config built in code may leave ACME out
 		errs = append(errs, c.ACME.Validate())
 	}
+	errs = append(errs, c.Policy.Validate())
 	return errors.Join(errs...)
 }
 

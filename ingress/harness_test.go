@@ -37,12 +37,6 @@ type harness struct {
 
 func newHarness(t testing.TB, mut ...func(*Config)) *harness {
 	t.Helper()
-	return newHarnessPolicy(t, DefaultPolicyConfig(), mut...)
-}
-
-// newHarnessPolicy is newHarness with the given PolicyConfig.
-func newHarnessPolicy(t testing.TB, pc PolicyConfig, mut ...func(*Config)) *harness {
-	t.Helper()
 	var cfg Config
 	fs := newFlagSet()
 	cfg.AddFlags(fs)
@@ -51,7 +45,7 @@ func newHarnessPolicy(t testing.TB, pc PolicyConfig, mut ...func(*Config)) *harn
 		m(&cfg)
 	}
 	h := &harness{t: t, client: fake.NewClientset(), recorder: record.NewFakeRecorder(100), reg: prometheus.NewRegistry()}
-	ing, err := NewWithPolicy(cfg, pc, cluster.Deps{NodeName: "node1", Namespace: "baregate-system", Client: h.client, Recorder: h.recorder, Metrics: h.reg})
+	ing, err := New(cfg, cluster.Deps{NodeName: "node1", Namespace: "baregate-system", Client: h.client, Recorder: h.recorder, Metrics: h.reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,14 +53,10 @@ var (
 	_ cluster.RouteSource = (*Ingress)(nil)
 )
 
-// New returns the ingress component with DefaultPolicyConfig; it starts nothing until Run.
+// New returns the ingress component; it starts nothing until Run.
 func New(cfg Config, deps cluster.Deps) (*Ingress, error) {
-	return NewWithPolicy(cfg, DefaultPolicyConfig(), deps)
-}
-
-// NewWithPolicy returns the ingress component; it starts nothing until Run.
-func NewWithPolicy(cfg Config, pc PolicyConfig, deps cluster.Deps) (*Ingress, error) {
-	if err := errors.Join(cfg.Validate(), pc.Validate()); err != nil {
+	pc := cfg.Policy
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("validating the ingress configuration: %w", err)
 	}
 	svcKey, _ := cfg.serviceKey()

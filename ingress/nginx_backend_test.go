@@ -135,9 +135,7 @@ func TestNginxBackendProtocols(t *testing.T) {
 // TestMaxConnsPerBackend: with a bound of 2, a backend never sees more than 2 requests at once; the
 // others wait for a slot and are served once the first ones finish.
 func TestMaxConnsPerBackend(t *testing.T) {
-	pc := DefaultPolicyConfig()
-	pc.MaxConnsPerBackend = 2
-	h := newHarnessPolicy(t, pc, func(c *Config) { c.ConnectTimeout = 30 * time.Second })
+	h := newHarness(t, func(c *Config) { c.ConnectTimeout = 30 * time.Second; c.Policy.MaxConnsPerBackend = 2 })
 	var cur, peak atomic.Int64
 	release := make(chan struct{})
 	be := startBackend(t, "web", false, func(w http.ResponseWriter, r *http.Request) {
