@@ -1,5 +1,5 @@
-// Package framework runs end-to-end tests in a lab: one lab per test package (brought up in TestMain,
-// removed at the end, leftovers of a crashed run removed first) and helpers bound to each test.
+// Package framework runs end-to-end tests in a lab: one lab per test package (brought up by the first
+// test that asks for it, removed at the end, leftovers of a crashed run removed first) and helpers bound to each test.
 package framework
 
 import (
@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,10 @@ import (
 //	func TestMain(m *testing.M) { os.Exit(env.Main(m)) }
 type Env struct {
 	opts lab.Options
+	// up brings the lab up once, for the first test that needs it, so a run whose -run matches no
+	// lab test (a compile check) never touches a lab, not even one of the same ID that another run uses.
+	up   sync.Once
+	main bool
 	lab  *lab.Lab
 	// skip is why the lab was not brought up (not root, -short); tests skip, or fail under CI.
 	skip string
@@ -32,8 +37,9 @@ type Env struct {
 // New prepares an Env; nothing starts until Main.
 func New(o lab.Options) *Env { return &Env{opts: o} }
 
-// Main brings the lab up, runs the tests and brings it down; it returns the exit code for os.Exit.
+// Main runs the tests and brings the lab down if one came up; it returns the exit code for os.Exit.
 func (e *Env) Main(m *testing.M) int {
+	e.main = true
 	flag.Parse()
 	switch {
 	case testing.Short():
@@ -51,15 +57,6 @@ func (e *Env) Main(m *testing.M) int {
 		// Lets two runs of the same package share a machine (each lab's namespaces carry its ID).
 		e.opts.ID = id
 	}
-	if e.skip == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-		start := time.Now()
-		e.lab, e.upErr = lab.Up(ctx, e.opts)
-		cancel()
-		if e.upErr == nil {
-			fmt.Fprintf(os.Stderr, "lab %q up in %s\n", e.lab.Options().ID, time.Since(start).Round(100*time.Millisecond))
-		}
-	}
 	code := m.Run()
 	if e.lab != nil {
 		if err := e.lab.Down(); err != nil {
@@ -75,14 +72,15 @@ func (e *Env) Main(m *testing.M) int {
 // Lab is the package's lab for test t, or skips/fails t when there is none.
 func (e *Env) Lab(t testing.TB) *T {
 	t.Helper()
+	if !e.main {
+		t.Fatal("framework: Env.Main was not called from TestMain")
+	}
 	if e.skip != "" {
 		testutil.SkipOrFail(t, e.skip)
 	}
+	e.up.Do(e.bringUp)
 	if e.upErr != nil {
 		t.Fatalf("the lab did not come up: %v", e.upErr)
-	}
-	if e.lab == nil {
-		t.Fatal("framework: Env.Main was not called from TestMain")
 	}
 	if err := e.lab.Err(); err != nil {
 		t.Fatalf("the lab is broken: %v", err)
@@ -90,6 +88,16 @@ func (e *Env) Lab(t testing.TB) *T {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return &T{Lab: e.lab, t: t, Ctx: ctx}
+}
+
+func (e *Env) bringUp() {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	start := time.Now()
+	e.lab, e.upErr = lab.Up(ctx, e.opts)
+	if e.upErr == nil {
+		fmt.Fprintf(os.Stderr, "lab %q up in %s\n", e.lab.Options().ID, time.Since(start).Round(100*time.Millisecond))
+	}
 }
 
 // uniqueName is a DNS label unique to a test name, for namespaces and objects of parallel tests.
