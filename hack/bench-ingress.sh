@@ -3,11 +3,16 @@
 # backend (nginx serving static files), on loopback, one run, same wrk settings. Each proxy is pinned
 # to CPU 1 with one worker; wrk and the backend share CPU 0. Prints a Markdown table with ratios to
 # nginx. Usage: hack/bench-ingress.sh [duration, default 10s] [connections, default 64]
+# With PERF=1 each measured run is also counted by perf stat on the proxy's process (the nginx and
+# HAProxy workers, baregate's whole process): instructions and CPU time per request, which the load
+# on a shared machine does not change the way it changes req/s.
 set -euo pipefail
 DUR=${1:-10s}
 CONNS=${2:-64}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-for t in nginx haproxy wrk openssl taskset; do
+tools="nginx haproxy wrk openssl taskset"
+[ -z "${PERF:-}" ] || tools="$tools perf"
+for t in $tools; do
 	command -v $t >/dev/null || { echo "missing $t (make bench-deps)" >&2; exit 1; }
 done
 DIR=$(mktemp -d /tmp/bench-ingress.XXXXXX)
@@ -79,23 +84,58 @@ CONF
 
 taskset -c 0 nginx -p "$DIR/" -c "$DIR/backend.conf" & PIDS+=($!)
 taskset -c 1 nginx -p "$DIR/" -c "$DIR/nginx.conf" & PIDS+=($!)
+NGINX_PID=$!
 taskset -c 1 haproxy -db -f "$DIR/haproxy.cfg" 2>"$DIR/haproxy.err" & PIDS+=($!)
+HAPROXY_PID=$!
 taskset -c 1 "$DIR/benchproxy" -http 127.0.0.1:18084 -https 127.0.0.1:18446 -backends 127.0.0.1:18081 & PIDS+=($!)
+BAREGATE_PID=$!
 for port in 18081 18082 18083 18084 18444 18445 18446; do
 	for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
-# run URL -> "req/s p50 p99" (latencies in ms)
-run() {
-	taskset -c 0 wrk -t1 -c"$CONNS" -d"$DUR" --latency "$1" | awk '
-		function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-		/Requests\/sec/ { rps=$2 } / 50%/ { p50=ms($2) } / 99%/ { p99=ms($2) }
-		/Non-2xx|Socket errors/ { err=err $0 ";" }
-		END { printf "%.0f %.2f %.2f %s\n", rps, p50, p99, err }'
+# serving PROXY -> the pid doing the proxy's work (nginx's worker, not its master)
+serving() {
+	case $1 in
+	nginx) pgrep -P "$NGINX_PID" | head -1 ;;
+	haproxy) echo "$HAPROXY_PID" ;;
+	baregate) echo "$BAREGATE_PID" ;;
+	esac
 }
 
-echo "| case | proxy | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+# run URL [PID] -> "req/s p50 p99 instructions/req cpu-us/req" (latencies in ms; the last two "-"
+# without PERF or PID)
+run() {
+	local perfout=$DIR/perf.out perfpid=""
+	rm -f "$perfout"
+	if [ -n "${PERF:-}" ] && [ -n "${2:-}" ]; then
+		perf stat -x, -e instructions,task-clock -p "$2" -o "$perfout" 2>/dev/null & perfpid=$!
+		sleep 0.2
+	fi
+	local out
+	out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"$DUR" --latency "$1")
+	if [ -n "$perfpid" ]; then
+		kill -INT "$perfpid"
+		wait "$perfpid" 2>/dev/null || true
+	fi
+	local ins=- cpu=-
+	if [ -s "$perfout" ]; then
+		ins=$(awk -F, '$3 ~ /^instructions/ { print $1 }' "$perfout")
+		cpu=$(awk -F, '$3 ~ /^task-clock/ { print $1 }' "$perfout") # ms
+	fi
+	echo "$out" | awk -v ins="$ins" -v cpu="$cpu" '
+		function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+		/requests in/ { n=$1 } /Requests\/sec/ { rps=$2 } / 50%/ { p50=ms($2) } / 99%/ { p99=ms($2) }
+		/Non-2xx|Socket errors/ { err=err $0 ";" }
+		END {
+			ipr="-"; cpr="-"
+			if (ins != "-" && ins ~ /^[0-9]/ && n > 0) ipr=sprintf("%.0f", ins/n)
+			if (cpu != "-" && cpu ~ /^[0-9]/ && n > 0) cpr=sprintf("%.1f", cpu*1000/n)
+			printf "%.0f %.2f %.2f %s %s %s\n", rps, p50, p99, ipr, cpr, err
+		}'
+}
+
+echo "| case | proxy | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | instr/req | CPU µs/req |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for scheme in http https; do
 	for path in small 64k; do
 		declare -A rps=() p99=()
@@ -105,11 +145,11 @@ for scheme in http https; do
 			nginx/https) port=18444 ;; haproxy/https) port=18445 ;; baregate/https) port=18446 ;;
 			esac
 			run "$scheme://127.0.0.1:$port/$path" >/dev/null # warm up connections and caches
-			read -r r p50 p9 err < <(run "$scheme://127.0.0.1:$port/$path")
+			read -r r p50 p9 ipr cpr err < <(run "$scheme://127.0.0.1:$port/$path" "$(serving $proxy)")
 			rps[$proxy]=$r p99[$proxy]=$p9
 			ratio=$(awk -v a="$r" -v b="${rps[nginx]}" 'BEGIN { printf "%.2fx", a/b }')
 			pratio=$(awk -v a="$p9" -v b="${p99[nginx]}" 'BEGIN { printf "%.2fx", a/b }')
-			echo "| $scheme $path | $proxy | $r | $p50 | $p9 | $ratio | $pratio |${err:+ errors: $err}"
+			echo "| $scheme $path | $proxy | $r | $p50 | $p9 | $ratio | $pratio | $ipr | $cpr |${err:+ errors: $err}"
 		done
 	done
 done

@@ -9,12 +9,15 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/acme"
 	"k8s.io/klog/v2"
 
+	"github.com/baregate/baregate/ingress/proxy"
 	"github.com/baregate/baregate/ingress/proxyproto"
 )
 
@@ -22,7 +25,18 @@ type listeners struct {
 	servers []*http.Server
 	lns     []net.Listener
 	tls     []bool
+	// The fast path of each listener (nil when disabled): it accepts the connections, terminates
+	// TLS and serves plain HTTP/1.x requests itself, handing connections to the http.Server (through
+	// handed) for anything else.
+	fast    []*proxy.ConnServer
+	handed  []*handoverListener
+	tlsConf []*tls.Config
+	active  []prometheus.Gauge
+	closing atomic.Bool
 }
+
+// handshakeTimeout bounds a TLS handshake, as http.Server bounds it by its ReadHeaderTimeout.
+const handshakeTimeout = 60 * time.Second
 
 // tlsConfig picks the certificate by SNI from the route table in force, so certificate changes
 // apply to new handshakes without touching established connections.
@@ -102,10 +116,26 @@ func (i *Ingress) listen() (*listeners, error) {
 				}
 			},
 		}
+		var ownTLS *tls.Config
 		if useTLS {
 			srv.TLSConfig = i.tlsConfig()
+			ownTLS = i.tlsConfig() // net/http may amend its own
+		}
+		var fast *proxy.ConnServer
+		var handed *handoverListener
+		if !i.cfg.DisableFastPath {
+			handed = newHandoverListener(ln.Addr())
+			var slow func(string) bool
+			if !useTLS && i.cfg.Certificates != nil {
+				slow = func(path string) bool { return strings.HasPrefix(path, "/.well-known/acme-challenge/") }
+			}
+			fast = i.proxy.ConnServer(proxy.ConnServerOptions{
+				Scheme: scheme, Port: port, Handover: handed.hand, Slow: slow,
+				ReadHeaderTimeout: srv.ReadHeaderTimeout, IdleTimeout: srv.IdleTimeout,
+			})
 		}
 		l.servers, l.lns, l.tls = append(l.servers, srv), append(l.lns, ln), append(l.tls, useTLS)
+		l.fast, l.handed, l.tlsConf, l.active = append(l.fast, fast), append(l.handed, handed), append(l.tlsConf, ownTLS), append(l.active, active)
 		return nil
 	}
 	if err := errors.Join(add(i.cfg.HTTPAddress, false), add(i.cfg.HTTPSAddress, true)); err != nil {
@@ -121,9 +151,13 @@ func (l *listeners) serve(errc chan<- error) {
 	for k, srv := range l.servers {
 		go func() {
 			var err error
-			if l.tls[k] {
+			switch {
+			case l.fast[k] != nil:
+				go l.accept(k, errc)
+				err = srv.Serve(l.handed[k])
+			case l.tls[k]:
 				err = srv.ServeTLS(l.lns[k], "", "")
-			} else {
+			default:
 				err = srv.Serve(l.lns[k])
 			}
 			if !errors.Is(err, http.ErrServerClosed) {
@@ -133,13 +167,106 @@ func (l *listeners) serve(errc chan<- error) {
 	}
 }
 
+// accept runs the fast path's accept loop of listener k. Accept errors other than the listener's
+// closing are retried after a pause, as http.Server does (running out of file descriptors).
+func (l *listeners) accept(k int, errc chan<- error) {
+	var pause time.Duration
+	for {
+		c, err := l.lns[k].Accept()
+		if err != nil {
+			if l.closing.Load() {
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("accepting connections: %w", err)
+				return
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			klog.Background().WithName("ingress").V(2).Info("Accepting a connection failed; retrying", "err", err, "after", pause)
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
+		go l.serveConn(k, c)
+	}
+}
+
+// serveConn terminates TLS on a connection of listener k and serves it on the fast path, unless ALPN
+// chose another protocol than HTTP/1.1 (h2, acme-tls/1): those go to the http.Server as they are.
+func (l *listeners) serveConn(k int, c net.Conn) {
+	active := l.active[k]
+	active.Inc()
+	defer active.Dec()
+	if conf := l.tlsConf[k]; conf != nil {
+		tc := tls.Server(c, conf)
+		_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			klog.Background().WithName("ingress").V(4).Info("HTTP server", "msg", "TLS handshake error", "client", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
+			l.handed[k].hand(tc)
+			return
+		}
+		c = tc
+	}
+	l.fast[k].ServeConn(c)
+}
+
 func (l *listeners) shutdown(ctx context.Context) {
+	l.closing.Store(true)
+	for k, fast := range l.fast {
+		if fast != nil {
+			l.lns[k].Close()
+			if err := fast.Shutdown(ctx); err != nil {
+				klog.Background().WithName("ingress").V(2).Info("Shutting down the ingress listener", "err", err)
+			}
+		}
+	}
 	for _, srv := range l.servers {
 		if err := srv.Shutdown(ctx); err != nil {
 			srv.Close()
 		}
 	}
 }
+
+// handoverListener yields the connections the fast path hands to net/http.
+type handoverListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoverListener(addr net.Addr) *handoverListener {
+	return &handoverListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *handoverListener) hand(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.closed:
+		c.Close()
+	}
+}
+
+func (l *handoverListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoverListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoverListener) Addr() net.Addr { return l.addr }
 
 // addrs returns the bound addresses (tests listen on port 0).
 func (l *listeners) addrs() []net.Addr {

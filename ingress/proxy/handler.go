@@ -33,16 +33,29 @@ const statusClientClosed = 499
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	st := h.p.state.Load()
+	var rt *route.Route
+	if st != nil {
+		rt = st.table.Match(r.Host, r.URL.Path)
+	}
+	if h.serveRoute(w, r, st, rt, start) {
+		// The status is sent, so the only way left to tell the client the body is cut short is to
+		// abort its connection (or stream), as nginx does.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// serveRoute serves r by rt, the route of st that matches it (nil for none), and records it. It
+// returns whether the response was cut short, which the server must tell by aborting the connection.
+func (h *handler) serveRoute(w http.ResponseWriter, r *http.Request, st *state, rt *route.Route, start time.Time) bool {
 	p := h.p
-	st := p.state.Load()
 	if st == nil {
 		h.plain(w, http.StatusServiceUnavailable, "no route table yet")
-		return
+		return false
 	}
-	rt := st.table.Match(r.Host, r.URL.Path)
 	if rt == nil {
 		h.plain(w, http.StatusNotFound, "no Ingress rule matches this host and path")
-		return
+		return false
 	}
 	var code int
 	var upstream string
@@ -67,11 +80,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"proto", r.Proto, "status", code, "bytesSent", sent, "bytesReceived", received, "duration", elapsed,
 			"ingress", used.Ingress.String(), "service", used.Backend.Service.String(), "upstream", upstream, "aborted", aborted)
 	}
-	if aborted {
-		// The status is sent, so the only way left to tell the client the body is cut short is to
-		// abort its connection (or stream), as nginx does.
-		panic(http.ErrAbortHandler)
-	}
+	return aborted
 }
 
 // servePlain serves a route whose Ingress sets no per-request annotation: only ingress-nginx's

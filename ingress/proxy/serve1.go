@@ -1,0 +1,379 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/baregate/baregate/ingress/route"
+)
+
+// The client-side fast path: one goroutine per HTTP/1.x connection reads its requests, and those a
+// plain route serves (see parseHead for which) go through the handler with a lean ResponseWriter
+// that puts the response head and a small body into one write. net/http's server costs more per
+// request than the proxying itself: a background read goroutine per request, deadline juggling,
+// chunkWriter and its own header copies. The first request the loop does not serve hands the
+// connection to net/http for the rest of its life, bytes already read included, so that upgrades,
+// Expect, chunked bodies, annotations that need net/http and every malformed request get exactly
+// the behaviour they had.
+
+// ConnServerOptions configure a ConnServer.
+type ConnServerOptions struct {
+	Scheme string // "http" or "https", as for Handler
+	Port   int
+	// Handover gives a connection to net/http for the rest of its life. The connection replays the
+	// bytes the fast path read and did not serve.
+	Handover func(net.Conn)
+	// Slow reports request paths that must go to net/http whatever their route (ACME http-01
+	// challenges). nil: none.
+	Slow func(path string) bool
+	// ReadHeaderTimeout bounds reading a request head once its first byte came, IdleTimeout the wait
+	// for the next request on a kept-alive connection (http.Server's fields of the same names).
+	ReadHeaderTimeout, IdleTimeout time.Duration
+}
+
+// ConnServer serves HTTP/1.x connections for one listener.
+type ConnServer struct {
+	h    *handler
+	opts ConnServerOptions
+
+	shutting atomic.Bool
+	mu       sync.Mutex
+	conns    map[*fconn]struct{}
+}
+
+// ConnServer returns the fast-path server of one listener.
+func (p *Proxy) ConnServer(o ConnServerOptions) *ConnServer {
+	return &ConnServer{h: p.Handler(o.Scheme, o.Port).(*handler), opts: o, conns: map[*fconn]struct{}{}}
+}
+
+// maxDrain is how much of a request body the server reads and discards after the response so that
+// the connection can serve the next request (net/http's limit); a longer rest closes it.
+const maxDrain = 256 << 10
+
+// pendingMax is how much body of unknown length the response writer holds back to send it with the
+// head and a Content-Length, as net/http does with its first 2 KiB.
+const pendingMax = 4 << 10
+
+// fconn states, for Shutdown: only connections waiting for a request are closed at once.
+const (
+	connActive int32 = iota
+	connIdle
+	connClosed
+)
+
+type fconn struct {
+	s      *ConnServer
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string
+	state  atomic.Int32
+	dl     time.Time // the read deadline set, zero for none
+	head   reqHead
+	req    http.Request
+	url    url.URL
+	body   bodyReader
+	w      fastRW
+}
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
+)
+
+// ServeConn serves c until it closes or is handed over; it closes c unless handing it over.
+func (s *ConnServer) ServeConn(c net.Conn) {
+	fc := &fconn{s: s, c: c, br: readerPool.Get().(*bufio.Reader), bw: writerPool.Get().(*bufio.Writer)}
+	fc.br.Reset(c)
+	fc.bw.Reset(c)
+	fc.head.header = make(http.Header, 8)
+	fc.w.bw, fc.w.hdr, fc.w.body = fc.bw, make(http.Header, 16), &fc.body
+	s.mu.Lock()
+	s.conns[fc] = struct{}{}
+	s.mu.Unlock()
+	handed := fc.serve()
+	s.mu.Lock()
+	delete(s.conns, fc)
+	s.mu.Unlock()
+	fc.bw.Reset(nil)
+	writerPool.Put(fc.bw)
+	if handed {
+		return // net/http reads fc.br's bytes first
+	}
+	c.Close()
+	fc.br.Reset(nil)
+	readerPool.Put(fc.br)
+}
+
+// serve loops over the requests of the connection; it returns true when it handed it over.
+func (fc *fconn) serve() bool {
+	s := fc.s
+	fc.remote = fc.c.RemoteAddr().String() // after the PROXY header, read by the first call
+	for {
+		switch fc.readHead() {
+		case headSlow:
+			fc.handover()
+			return true
+		case headIncomplete: // the connection failed or closed
+			return false
+		}
+		start := time.Now()
+		h := &fc.head
+		if !fc.parseURL(h.target) {
+			fc.handover()
+			return true
+		}
+		st := s.h.p.state.Load()
+		var rt *route.Route
+		if st != nil {
+			rt = st.table.Match(h.host, fc.url.Path)
+			if rt != nil && rt.Policy != nil && (!rt.Policy.Plain || rt.Canary != nil) || s.opts.Slow != nil && s.opts.Slow(fc.url.Path) {
+				fc.handover()
+				return true
+			}
+		}
+		fc.br.Discard(h.size) // the head is ours now
+		if !fc.serveOne(st, rt, start) {
+			return false
+		}
+		if s.shutting.Load() {
+			return false
+		}
+	}
+}
+
+// readHead waits for a request head in the buffer and parses it. headIncomplete means the connection
+// is done (closed, timed out, shut down).
+func (fc *fconn) readHead() headParse {
+	br := fc.br
+	if br.Buffered() == 0 {
+		fc.state.Store(connIdle)
+		if fc.s.shutting.Load() {
+			return headIncomplete
+		}
+		fc.deadline(fc.s.opts.IdleTimeout)
+		_, err := br.Peek(1)
+		if !fc.state.CompareAndSwap(connIdle, connActive) || err != nil {
+			return headIncomplete // closed by Shutdown, or by the client
+		}
+	}
+	headerDeadline := false
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if r := parseHead(b, &fc.head); r != headIncomplete {
+			return r
+		}
+		if br.Buffered() == br.Size() {
+			return headSlow // larger than the buffer: net/http's limit applies
+		}
+		if !headerDeadline {
+			headerDeadline = true
+			fc.deadline(fc.s.opts.ReadHeaderTimeout)
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			if br.Buffered() > 0 && !errors.Is(err, io.EOF) && !isTimeout(err) {
+				return headSlow
+			}
+			return headIncomplete
+		}
+	}
+}
+
+// deadline sets the read deadline d from now. A deadline is only moved forward once it is a second
+// old, which saves a timer update per request on busy connections at the cost of timing out up to
+// a second early.
+func (fc *fconn) deadline(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	want := now.Add(d)
+	if !fc.dl.IsZero() && fc.dl.Before(want) && want.Sub(fc.dl) < time.Second {
+		return
+	}
+	fc.dl = want
+	_ = fc.c.SetReadDeadline(want)
+}
+
+func (fc *fconn) clearDeadline() {
+	if !fc.dl.IsZero() {
+		fc.dl = time.Time{}
+		_ = fc.c.SetReadDeadline(time.Time{})
+	}
+}
+
+// handover gives the connection, with the bytes read and not consumed, to net/http.
+func (fc *fconn) handover() {
+	fc.clearDeadline()
+	fc.s.opts.Handover(&handedConn{Conn: fc.c, br: fc.br})
+}
+
+// parseURL sets fc.url from an origin-form target: targets whose path needs no unescaping are split
+// here, others parsed by net/url as net/http does.
+func (fc *fconn) parseURL(target string) bool {
+	path, query, hasQuery := strings.Cut(target, "?")
+	if plainPath(path) {
+		fc.url = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+		return true
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return false
+	}
+	fc.url = *u
+	return true
+}
+
+// plainPath reports whether net/url would take path as it is: no escapes, and nothing it would
+// escape again (which sets RawPath).
+func plainPath(path string) bool {
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		switch c {
+		case '-', '_', '.', '~', '$', '&', '+', ',', '/', ':', ';', '=', '@':
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// serveOne serves the parsed request; it returns whether the connection may serve another.
+func (fc *fconn) serveOne(st *state, rt *route.Route, start time.Time) (keep bool) {
+	h := &fc.head
+	r := &fc.req
+	proto := "HTTP/1.1"
+	if h.minor == 0 {
+		proto = "HTTP/1.0"
+	}
+	*r = http.Request{
+		Method: h.method, URL: &fc.url, Proto: proto, ProtoMajor: 1, ProtoMinor: h.minor, Header: h.header,
+		Host: h.host, RemoteAddr: fc.remote, RequestURI: h.target, ContentLength: h.contentLength, Close: h.close,
+		Body: http.NoBody,
+	}
+	fc.body = bodyReader{br: fc.br, left: h.contentLength}
+	if h.contentLength > 0 {
+		fc.clearDeadline() // as net/http without a ReadTimeout, the body may take its time
+		r.Body = &fc.body
+	}
+	w := &fc.w
+	w.reset(r)
+	aborted := fc.handle(w, r, st, rt, start)
+	if aborted {
+		_ = w.bw.Flush() // what was sent so far; closing tells the client the rest is missing
+		return false
+	}
+	if err := w.finish(); err != nil || w.closeAfter {
+		return false
+	}
+	if fc.body.left > 0 {
+		fc.deadline(fc.s.opts.ReadHeaderTimeout)
+		if _, err := fc.br.Discard(int(fc.body.left)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// handle runs the handler, recovering its panics as net/http does: ErrAbortHandler silently, others
+// logged.
+func (fc *fconn) handle(w *fastRW, r *http.Request, st *state, rt *route.Route, start time.Time) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			aborted = true
+			if v != http.ErrAbortHandler { //nolint:errorlint // net/http compares the same way
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				fc.s.h.p.opts.Logger.Error(fmt.Errorf("%v", v), "Panic serving a request", "client", fc.remote, "stack", string(buf))
+			}
+		}
+	}()
+	return fc.s.h.serveRoute(w, r, st, rt, start)
+}
+
+// bodyReader is a request body of known length, read from the connection's buffer.
+type bodyReader struct {
+	br   *bufio.Reader
+	left int64
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.br.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if b.left == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (b *bodyReader) Close() error { return nil }
+
+// handedConn is a connection given to net/http: it reads the fast path's buffered bytes first.
+type handedConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// Shutdown closes the connections waiting for a request and waits for the others to finish theirs,
+// until ctx ends, when it closes them all.
+func (s *ConnServer) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		for fc := range s.conns {
+			if fc.state.CompareAndSwap(connIdle, connClosed) {
+				fc.c.Close()
+			}
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for fc := range s.conns {
+				fc.c.Close()
+			}
+			s.mu.Unlock()
+			return fmt.Errorf("waiting for HTTP/1 connections to finish: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
