@@ -36,19 +36,25 @@ const (
 
 // Names of the fixed chains, sets and maps of each table.
 const (
-	chainServices        = "services"
-	chainMasquerading    = "masquerading"
-	chainMarkMasq        = "mark-for-masquerade"
-	chainEndpointsCheck  = "service-endpoints-check"
-	chainReject          = "reject-chain"
-	mapServiceIPs        = "service-ips"
-	mapServiceNodePorts  = "service-nodeports"
-	mapNoEndpointIPs     = "no-endpoint-services"
-	mapNoEndpointPorts   = "no-endpoint-nodeports"
-	setClusterIPs        = "cluster-ips"
-	setPodCIDRs          = "pod-cidrs"
-	setNodePortIPs       = "nodeport-ips"
-	setHairpin           = "hairpin"
+	chainServices       = "services"
+	chainMasquerading   = "masquerading"
+	chainMarkMasq       = "mark-for-masquerade"
+	chainEndpointsCheck = "service-endpoints-check"
+	chainReject         = "reject-chain"
+	mapServiceIPs       = "service-ips"
+	mapServiceNodePorts = "service-nodeports"
+	mapNoEndpointIPs    = "no-endpoint-services"
+	mapNoEndpointPorts  = "no-endpoint-nodeports"
+	setClusterIPs       = "cluster-ips"
+	setPodCIDRs         = "pod-cidrs"
+	setNodePortIPs      = "nodeport-ips"
+	setHairpin          = "hairpin"
+	// The fast path's data (see pickChain): endpoints by frontend and slot, and the frontends whose
+	// traffic is masqueraded because it comes from outside (externalTrafficPolicy Cluster).
+	mapFrontendEndpoints = "frontend-endpoints"
+	mapNodePortEndpoints = "nodeport-endpoints"
+	setExternalMasq      = "external-masq"
+	setNodePortMasq      = "nodeport-masq"
 	verdictRejectService = "goto " + chainReject
 )
 
@@ -152,7 +158,16 @@ func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 		}
 	}
 	d.Services = len(d.services)
+	var picks [2]map[pick]bool
 	for _, r := range d.services {
+		for i, ps := range r.picks {
+			for _, pk := range ps {
+				if picks[i] == nil {
+					picks[i] = map[pick]bool{}
+				}
+				picks[i][pk] = true
+			}
+		}
 		if len(r.problems) > 0 {
 			d.Problems = append(d.Problems, r.problems...)
 		}
@@ -167,6 +182,11 @@ func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 				d.UDP[fe] = map[string]bool{}
 			}
 			maps.Copy(d.UDP[fe], eps)
+		}
+	}
+	for i, f := range families {
+		for pk := range picks[i] {
+			d.base[i].chain(pk.chain(), pk.rule(f))
 		}
 	}
 	slices.SortFunc(d.Problems, func(a, b Problem) int {
@@ -282,6 +302,11 @@ func baseRules(t *Table, f family, opts Options, podCIDRs []netip.Prefix) {
 	t.vmap(knftables.Map{Name: mapServiceNodePorts, Type: portKey})
 	t.vmap(knftables.Map{Name: mapNoEndpointIPs, Type: ipPortKey})
 	t.vmap(knftables.Map{Name: mapNoEndpointPorts, Type: portKey})
+	// typeof, because a plain type cannot name numgen's 32-bit integer; "mod 1" is only its type.
+	t.vmap(knftables.Map{Name: mapFrontendEndpoints, TypeOf: fmt.Sprintf("%s daddr . meta l4proto . th dport . numgen random mod 1 : %s daddr . th dport", f.ip, f.ip)})
+	t.vmap(knftables.Map{Name: mapNodePortEndpoints, TypeOf: fmt.Sprintf("meta l4proto . th dport . numgen random mod 1 : %s daddr . th dport", f.ip)})
+	t.set(knftables.Set{Name: setExternalMasq, Type: f.addrType + " . inet_proto . inet_service"})
+	t.set(knftables.Set{Name: setNodePortMasq, Type: "inet_proto . inet_service"})
 
 	var services []string
 	switch {
@@ -304,8 +329,13 @@ func baseRules(t *Table, f family, opts Options, podCIDRs []netip.Prefix) {
 		nodeMatch = fmt.Sprintf("%s daddr @%s", f.ip, setNodePortIPs)
 	}
 	portDispatch := nodeMatch + " meta l4proto . th dport vmap @"
+	// External traffic to the fast path's frontends is marked here, by set membership, instead of in a
+	// chain per Service; the NodePort check only runs for what no address frontend took, as the
+	// dispatch it precedes.
+	externalMasq := fmt.Sprintf("%s daddr . meta l4proto . th dport @%s jump %s", f.ip, setExternalMasq, chainMarkMasq)
+	nodePortMasq := fmt.Sprintf("%s meta l4proto . th dport @%s jump %s", nodeMatch, setNodePortMasq, chainMarkMasq)
 	// NodePorts come last: a ClusterIP, ExternalIP or LB IP that is also local wins, as in kube-proxy.
-	t.chain(chainServices, append(services, ipDispatch+mapServiceIPs, portDispatch+mapServiceNodePorts)...)
+	t.chain(chainServices, append(services, externalMasq, ipDispatch+mapServiceIPs, nodePortMasq, portDispatch+mapServiceNodePorts)...)
 	t.chain(chainEndpointsCheck, ipDispatch+mapNoEndpointIPs, portDispatch+mapNoEndpointPorts)
 }
 

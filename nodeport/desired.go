@@ -61,6 +61,9 @@ type serviceRules struct {
 	healthCheck     HealthCheck
 	udp             map[string]map[string]bool
 	problems        []Problem
+	// picks are the fast-path pick chains the piece's frontends go to, per family; the skeleton has
+	// one of each that some Service needs.
+	picks [2][]pick
 	// rules and elements count what the piece holds.
 	rules, elements int
 }

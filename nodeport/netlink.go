@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,7 @@ type netlinkConn interface {
 	FlushChain(*nftables.Chain)
 	DelChain(*nftables.Chain)
 	AddRule(*nftables.Rule) *nftables.Rule
+	AddSet(*nftables.Set, []nftables.SetElement) error
 	SetAddElements(*nftables.Set, []nftables.SetElement) error
 	SetDeleteElements(*nftables.Set, []nftables.SetElement) error
 }
@@ -77,6 +79,9 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 			if err != nil {
 				return err
 			}
+			if err := bindTransportProtocols(conn, tables[obj.Family], exprs); err != nil {
+				return err
+			}
 			conn.AddRule(&nftables.Rule{Table: tables[obj.Family], Chain: &nftables.Chain{Name: obj.Chain, Table: tables[obj.Family]}, Exprs: exprs})
 		case *knftables.Element:
 			name := obj.Set + obj.Map
@@ -107,6 +112,9 @@ func (v verb) String() string {
 // ruleExprs translates the rules a Service's chains hold (see service.go) into nft's bytecode.
 func ruleExprs(fam knftables.Family, rule string) ([]expr.Any, error) {
 	f := strings.Fields(rule)
+	if out, ok := pickExprs(fam, f); ok {
+		return out, nil
+	}
 	var out []expr.Any
 	// numgen random mod K == 0 ...
 	if len(f) > 5 && f[0] == "numgen" && f[1] == "random" && f[2] == "mod" && f[4] == "==" && f[5] == "0" {
@@ -153,6 +161,79 @@ func ruleExprs(fam knftables.Family, rule string) ([]expr.Any, error) {
 	return nil, fmt.Errorf("rule %q: %w", rule, errNotNetlink)
 }
 
+// transportProtocols stands, in ruleExprs' output, for the anonymous set { tcp, udp, sctp } that
+// queueNetlink creates in the same batch (an anonymous set lives only with its rule).
+const transportProtocols = "{ tcp, udp, sctp }"
+
+func bindTransportProtocols(conn netlinkConn, table *nftables.Table, exprs []expr.Any) error {
+	for _, e := range exprs {
+		l, ok := e.(*expr.Lookup)
+		if !ok || l.SetName != transportProtocols {
+			continue
+		}
+		set := &nftables.Set{Table: table, Anonymous: true, Constant: true, KeyType: nftables.TypeInetProto}
+		var els []nftables.SetElement
+		for _, p := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_SCTP} {
+			els = append(els, nftables.SetElement{Key: []byte{p}})
+		}
+		if err := conn.AddSet(set, els); err != nil {
+			return fmt.Errorf("adding the transport protocol set: %w", err)
+		}
+		l.SetName, l.SetID = set.Name, set.ID
+	}
+	return nil
+}
+
+// pickExprs translates a fast-path pick chain's rule (pick.rule): the address (unless a NodePort),
+// protocol, port and a random slot concatenated as nft lays them out (each field from a 4-byte
+// boundary, a field that starts a 16-byte register named by it), looked up in the endpoint map for
+// the address and port to DNAT to.
+func pickExprs(fam knftables.Family, f []string) ([]expr.Any, bool) {
+	// meta l4proto { tcp, udp, sctp } dnat ip to [ip daddr .] meta l4proto . th dport . numgen random mod N map @m
+	if len(f) < 22 || strings.Join(f[:8], " ") != "meta l4proto { tcp, udp, sctp } dnat" || f[9] != "to" {
+		return nil, false
+	}
+	rest := f[10:]
+	ip, addrLen, addrOffset := "ip", uint32(4), uint32(16)
+	natFamily := uint32(unix.NFPROTO_IPV4)
+	if fam == knftables.IPv6Family {
+		ip, addrLen, addrOffset, natFamily = "ip6", 16, 24, unix.NFPROTO_IPV6
+	}
+	if f[8] != ip {
+		return nil, false
+	}
+	reg := func(off uint32) uint32 {
+		if off%16 == 0 {
+			return 1 + off/16
+		}
+		return 8 + off/4
+	}
+	out := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: transportProtocols},
+	}
+	off := uint32(0)
+	wantMap := mapNodePortEndpoints
+	if len(rest) == 15 && rest[0] == ip && rest[1] == "daddr" && rest[2] == "." {
+		out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset, Len: addrLen})
+		off, rest, wantMap = addrLen, rest[3:], mapFrontendEndpoints
+	}
+	if len(rest) != 12 || strings.Join(rest[:9], " ") != "meta l4proto . th dport . numgen random mod" || rest[10] != "map" || rest[11] != "@"+wantMap {
+		return nil, false
+	}
+	n, err := strconv.ParseUint(rest[9], 10, 32)
+	if err != nil || n == 0 {
+		return nil, false
+	}
+	out = append(out,
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(off)},
+		&expr.Payload{DestRegister: reg(off + 4), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Numgen{Register: reg(off + 8), Modulus: uint32(n), Type: unix.NFT_NG_RANDOM},
+		&expr.Lookup{SourceRegister: 1, SetName: wantMap, DestRegister: 1, IsDestRegSet: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFamily, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: reg(addrLen), RegProtoMax: reg(addrLen), Specified: true})
+	return out, true
+}
+
 func verdictExpr(kind, chain string) *expr.Verdict {
 	if kind == "jump" {
 		return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}
@@ -189,15 +270,34 @@ func elementBytes(set string, key, value []string) (nftables.SetElement, error) 
 		}
 		return []byte{p, 0, 0, 0, byte(n >> 8), byte(n), 0, 0}, true
 	}
+	slot := func(s string) ([]byte, bool) {
+		n, err := strconv.ParseUint(s, 10, 32)
+		return binaryutil.NativeEndian.PutUint32(uint32(n)), err == nil
+	}
 	switch {
-	case (set == mapServiceIPs || set == mapNoEndpointIPs) && len(key) == 3:
+	case set == mapFrontendEndpoints && len(key) == 4:
+		a, ok1 := addr(key[0])
+		pp, ok2 := protoPort(key[1], key[2])
+		sl, ok3 := slot(key[3])
+		if !ok1 || !ok2 || !ok3 {
+			return el, bad
+		}
+		el.Key = slices.Concat(a, pp, sl)
+	case set == mapNodePortEndpoints && len(key) == 3:
+		pp, ok1 := protoPort(key[0], key[1])
+		sl, ok2 := slot(key[2])
+		if !ok1 || !ok2 {
+			return el, bad
+		}
+		el.Key = slices.Concat(pp, sl)
+	case (set == mapServiceIPs || set == mapNoEndpointIPs || set == setExternalMasq) && len(key) == 3:
 		a, ok1 := addr(key[0])
 		pp, ok2 := protoPort(key[1], key[2])
 		if !ok1 || !ok2 {
 			return el, bad
 		}
 		el.Key = append(a, pp...)
-	case (set == mapServiceNodePorts || set == mapNoEndpointPorts) && len(key) == 2:
+	case (set == mapServiceNodePorts || set == mapNoEndpointPorts || set == setNodePortMasq) && len(key) == 2:
 		pp, ok := protoPort(key[0], key[1])
 		if !ok {
 			return el, bad
@@ -221,6 +321,16 @@ func elementBytes(set string, key, value []string) (nftables.SetElement, error) 
 	}
 	switch {
 	case len(value) == 0:
+	case len(value) == 1 && value[0] == "drop":
+		el.VerdictData = &expr.Verdict{Kind: expr.VerdictDrop}
+	case len(value) == 2 && (set == mapFrontendEndpoints || set == mapNodePortEndpoints):
+		// address . port, the port padded to 4 bytes
+		a, ok := addr(value[0])
+		n, err := strconv.ParseUint(value[1], 10, 16)
+		if !ok || err != nil {
+			return el, bad
+		}
+		el.Val = append(a, byte(n>>8), byte(n), 0, 0)
 	case len(value) == 1:
 		kind, chain, _ := strings.Cut(value[0], " ")
 		if kind != "goto" && kind != "jump" || chain == "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,9 @@ import (
 
 	"github.com/baregate/baregate/internal/cluster"
 )
+
+// errFullSync is a partial sync that nft cannot apply but a full sync can: the caller does a full sync.
+var errFullSync = errors.New("partial sync needs a full sync")
 
 // triggerTimeAnnotation is set by the EndpointSlice controller to when the change it reflects happened.
 const triggerTimeAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
@@ -90,6 +94,9 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	p.applyOps = func(ctx context.Context, ops []op) error {
 		err := applyWithNetlink(ops)
 		if errors.Is(err, errNotNetlink) {
+			if slices.ContainsFunc(ops, readsEndpointMap) {
+				return fmt.Errorf("%w: %w", errFullSync, err)
+			}
 			// Rare shapes (affinity sets, source ranges, skeleton changes) go through nft.
 			return p.applyWithNFT(ctx, ops)
 		}
@@ -235,6 +242,20 @@ func (p *Proxy) sync(ctx context.Context) error {
 	}
 	d := p.builder.Build(snap, opts)
 	kind, operations := "partial", 0
+	if p.kernel != nil && start.Sub(p.lastFull) < p.cfg.SyncPeriod {
+		ops := p.kernel.diff(d)
+		operations = len(ops)
+		if len(ops) > 0 {
+			if err := p.applyOps(ctx, ops); err != nil {
+				p.kernel = nil
+				if !errors.Is(err, errFullSync) {
+					p.metrics.syncFailures.Inc()
+					return fmt.Errorf("programming nftables (partial sync of %d operations): %w", operations, err)
+				}
+				logger.V(2).Info("Partial sync needs nft for a rule it cannot add; doing a full sync instead", "reason", err)
+			}
+		}
+	}
 	if p.kernel == nil || start.Sub(p.lastFull) >= p.cfg.SyncPeriod {
 		kind = "full"
 		existing, err := p.listTables(ctx)
@@ -251,16 +272,6 @@ func (p *Proxy) sync(ctx context.Context) error {
 			return fmt.Errorf("programming nftables (full sync of %d operations): %w", operations, err)
 		}
 		p.kernel, p.lastFull = newKernelState(d), start
-	} else {
-		ops := p.kernel.diff(d)
-		operations = len(ops)
-		if len(ops) > 0 {
-			if err := p.applyOps(ctx, ops); err != nil {
-				p.kernel = nil
-				p.metrics.syncFailures.Inc()
-				return fmt.Errorf("programming nftables (partial sync of %d operations): %w", operations, err)
-			}
-		}
 	}
 	prev := p.applied
 	p.applied = d

@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,13 +165,40 @@ func (b *serviceBuilder) build(t *Table, f family) []string {
 			summaries = append(summaries, summary+"no endpoints, reject")
 			continue
 		}
-		svcChain := chainName("svc", spid)
-		b.pick(t, f, svcChain, spid, proto, clusterEps)
 		for _, ep := range append(clusterEps, localEps...) {
 			t.element(setHairpin, []string{ep.addr.String(), ep.addr.String()})
 		}
-		localVerdict := "drop"
 		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || nodePort != ""
+		if b.fast() {
+			internal := clusterEps
+			if itpLocal {
+				internal = localEps
+			}
+			for _, ip := range clusterIPs {
+				b.frontend(t, f, ip, proto, port, internal)
+				t.element(setClusterIPs, []string{ip.String()})
+			}
+			for _, ip := range append(externalIPs, lbIPs...) {
+				b.frontend(t, f, ip, proto, port, clusterEps)
+				t.element(setExternalMasq, []string{ip.String(), proto, port})
+			}
+			if nodePort != "" {
+				b.frontend(t, f, netip.Addr{}, proto, nodePort, clusterEps)
+				t.element(setNodePortMasq, []string{proto, nodePort})
+			}
+			summary += fmt.Sprintf("%d endpoints (%d local)", len(clusterEps), len(localEps))
+			if itpLocal {
+				summary += ", internal local"
+			}
+			if hasExternal {
+				summary += ", external masquerade"
+			}
+			summaries = append(summaries, summary)
+			continue
+		}
+		svcChain := chainName("svc", spid)
+		b.pick(t, f, svcChain, spid, proto, clusterEps)
+		localVerdict := "drop"
 		if needLocal := itpLocal || (etpLocal && hasExternal); needLocal && len(localEps) > 0 {
 			localChain := chainName("local", spid)
 			b.pick(t, f, localChain, spid, proto, localEps)
@@ -231,6 +259,73 @@ func (b *serviceBuilder) build(t *Table, f family) []string {
 		summaries = append(summaries, summary)
 	}
 	return summaries
+}
+
+// fast reports whether the Service takes the fast path: its endpoints are data (a slot per endpoint
+// in frontend-endpoints or nodeport-endpoints) picked by a chain shared by every frontend with as
+// many endpoints, so a change of endpoints changes only elements. Session affinity, source ranges
+// and externalTrafficPolicy Local need per-Service rules, so those Services keep their own chains.
+// internalTrafficPolicy Local fits: each frontend has its own endpoint list.
+func (b *serviceBuilder) fast() bool {
+	spec := &b.svc.Spec
+	etpLocal := (spec.Type == corev1.ServiceTypeNodePort || spec.Type == corev1.ServiceTypeLoadBalancer) &&
+		spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+	return spec.SessionAffinity != corev1.ServiceAffinityClientIP && len(b.fe.sourceRanges) == 0 && !etpLocal
+}
+
+// frontend adds one fast-path frontend (ip . proto . port, or proto . port for a NodePort when ip is
+// not valid): a slot element per endpoint, and the dispatch to the pick chain for their number, or a
+// drop when there are none (internalTrafficPolicy Local without local endpoints).
+func (b *serviceBuilder) frontend(t *Table, f family, ip netip.Addr, proto, port string, eps []target) {
+	pk := pick{nodePort: !ip.IsValid(), n: len(eps)}
+	key := []string{proto, port}
+	vmap, slots := mapServiceNodePorts, mapNodePortEndpoints
+	if ip.IsValid() {
+		key = []string{ip.String(), proto, port}
+		vmap, slots = mapServiceIPs, mapFrontendEndpoints
+	}
+	if len(eps) == 0 {
+		t.element(vmap, key, "drop")
+		return
+	}
+	for i, ep := range eps {
+		t.element(slots, append(slices.Clip(key), strconv.Itoa(i)), ep.addr.String(), strconv.Itoa(int(ep.port)))
+	}
+	t.element(vmap, key, "goto "+pk.chain())
+	fi := familyIndex(f)
+	if !slices.Contains(b.r.picks[fi], pk) {
+		b.r.picks[fi] = append(b.r.picks[fi], pk)
+	}
+}
+
+// pick names a fast-path pick chain: the random choice among n slots of an address frontend, or of a
+// NodePort.
+type pick struct {
+	nodePort bool
+	n        int
+}
+
+func (pk pick) chain() string {
+	if pk.nodePort {
+		return "nodeport-pick-" + strconv.Itoa(pk.n)
+	}
+	return "pick-" + strconv.Itoa(pk.n)
+}
+
+// rule is the pick chain's one rule. The modulus is a constant of the rule, hence a chain per n; the
+// l4proto match is what lets nft map a transport port.
+func (pk pick) rule(f family) string {
+	if pk.nodePort {
+		return fmt.Sprintf("meta l4proto { tcp, udp, sctp } dnat %s to meta l4proto . th dport . numgen random mod %d map @%s", f.ip, pk.n, mapNodePortEndpoints)
+	}
+	return fmt.Sprintf("meta l4proto { tcp, udp, sctp } dnat %s to %s daddr . meta l4proto . th dport . numgen random mod %d map @%s", f.ip, f.ip, pk.n, mapFrontendEndpoints)
+}
+
+func familyIndex(f family) int {
+	if f.nft == knftables.IPv6Family {
+		return 1
+	}
+	return 0
 }
 
 func protocolOf(sp corev1.ServicePort) corev1.Protocol {

@@ -255,7 +255,7 @@ func (tr *tracer) evalRule(fam knftables.Family, rule string, st *state) ([]bran
 			st.updates = append(st.updates, set+" "+st.pkt.src.String())
 			i += 3
 		case tok == "dnat":
-			return tr.dnat(toks[i+1:], *st), true
+			return tr.dnat(fam, toks[i+1:], *st), true
 		case tok == "numgen":
 			n, _ := strconv.Atoi(toks[i+3])
 			if toks[i+4] != "vmap" {
@@ -397,14 +397,18 @@ func (tr *tracer) lookupMap(fam knftables.Family, operand, key string) (string, 
 	}
 	for _, e := range m.Elements {
 		if strings.Join(e.Key, " . ") == key {
+			if len(e.Value) > 1 { // data: address . port
+				return strings.Join(e.Value, " . "), true
+			}
 			return strings.Join(e.Value, " "), true
 		}
 	}
 	return "", false
 }
 
-// dnat handles "to A:P" and "ip to numgen random mod N map { i : A . P, ... }".
-func (tr *tracer) dnat(toks []string, st state) []branch {
+// dnat handles "to A:P", "ip to numgen random mod N map { i : A . P, ... }", and the fast path's
+// "ip to <packet fields> . numgen random mod N map @m", where every slot 0..N-1 must be in @m.
+func (tr *tracer) dnat(fam knftables.Family, toks []string, st state) []branch {
 	to := func(ap netip.AddrPort) branch {
 		s := st
 		s.dnat = ap.String()
@@ -413,6 +417,30 @@ func (tr *tracer) dnat(toks []string, st state) []branch {
 	}
 	if toks[0] == "to" {
 		return []branch{to(netip.MustParseAddrPort(toks[1]))}
+	}
+	if m := slices.Index(toks, "map"); m > 0 && strings.HasPrefix(toks[m+1], "@") {
+		ng := slices.Index(toks, "numgen")
+		if ng < 0 || toks[ng+1] != "random" || toks[ng+2] != "mod" || ng+4 != m {
+			tr.t.Fatalf("dnat map without a trailing numgen slot: %v", toks)
+		}
+		fields := toks[2:ng]
+		var prefix []string
+		if len(fields) > 0 {
+			fields = append(fields[:len(fields)-1:len(fields)-1], "") // drop the "." before numgen
+			prefix, _ = tr.parseExprs(fields, 0, &st, strings.Join(toks, " "))
+		}
+		var out []branch
+		for slot := range mustAtoi(tr.t, toks[ng+3]) {
+			key := strings.Join(append(slices.Clip(prefix), strconv.Itoa(slot)), " . ")
+			v, found := tr.lookupMap(fam, toks[m+1], key)
+			if !found {
+				// The kernel would fall through without DNAT: a hole in the slots is a bug.
+				tr.t.Fatalf("%s has no slot %s", toks[m+1], key)
+			}
+			addr, port, _ := strings.Cut(v, " . ")
+			out = append(out, to(netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(mustAtoi(tr.t, port)))))
+		}
+		return out
 	}
 	var out []branch
 	for _, tok := range toks {

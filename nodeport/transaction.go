@@ -2,6 +2,7 @@ package nodeport
 
 import (
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
@@ -32,6 +33,14 @@ func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftabl
 			tx.Flush(&knftables.Set{Family: t.Family, Table: TableName, Name: name})
 		}
 		for _, name := range have.Maps {
+			if endpointMap(name) {
+				// Deleted and added again, for nft 1.0.6: it cannot add a rule that maps through an
+				// existing typeof map whose data has th dport ("conflicting protocols specified"), but
+				// can when the map is defined in the same transaction. The pick chains that use them
+				// are flushed above.
+				tx.Delete(&knftables.Map{Family: t.Family, Table: TableName, Name: name})
+				continue
+			}
 			tx.Flush(&knftables.Map{Family: t.Family, Table: TableName, Name: name})
 		}
 		for _, name := range have.Chains {
@@ -45,12 +54,14 @@ func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftabl
 			}
 		}
 		for _, name := range have.Maps {
-			if t.Maps[name] == nil {
+			if t.Maps[name] == nil && !endpointMap(name) {
 				tx.Delete(&knftables.Map{Family: t.Family, Table: TableName, Name: name})
 			}
 		}
 		var ops []op
 		ops = appendTableAdds(ops, t, newTable(t.Family), true)
+		// appendTableAdds adds every set and map (nft's add of an existing one is a no-op), so the
+		// endpoint maps deleted above come back.
 		for _, set := range sortedKeys(t.Elements) {
 			for _, k := range sortedKeys(t.Elements[set]) {
 				ops = append(ops, op{verbAdd, elementObject(t, set, t.Elements[set][k])})
@@ -58,6 +69,17 @@ func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftabl
 		}
 		addOps(tx, ops)
 	}
+}
+
+func endpointMap(name string) bool {
+	return name == mapFrontendEndpoints || name == mapNodePortEndpoints
+}
+
+// readsEndpointMap reports whether o adds a rule that maps through an endpoint map, which nft 1.0.6
+// refuses once the map exists (see fullTransaction); over netlink it is fine.
+func readsEndpointMap(o op) bool {
+	r, ok := o.obj.(*knftables.Rule)
+	return ok && o.verb == verbAdd && (strings.Contains(r.Rule, "@"+mapFrontendEndpoints) || strings.Contains(r.Rule, "@"+mapNodePortEndpoints))
 }
 
 // verb is what an op does to its object.

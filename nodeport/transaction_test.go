@@ -112,8 +112,9 @@ func TestPartialSyncMatchesFullSync(t *testing.T) {
 	}
 }
 
-// TestOneChangeTouchesOnlyItsService checks the point of the maps: removing one endpoint from one of
-// many Services rewrites one chain, not the table.
+// TestOneChangeTouchesOnlyItsService checks the point of the fast path: removing an endpoint from one
+// of many Services changes only elements (its slots and its dispatch to the pick chain for its new
+// count), plus that pick chain when no Service had the count before.
 func TestOneChangeTouchesOnlyItsService(t *testing.T) {
 	w := &world{}
 	for i := range 100 {
@@ -123,18 +124,27 @@ func TestOneChangeTouchesOnlyItsService(t *testing.T) {
 	}
 	bl := NewBuilder()
 	k := newKernelState(bl.Build(w.snapshot(), testOpts))
-	w.slices[42] = slice("s42", "s42-1", nil, ep("198.18.1.10", nodeA))
-	after := bl.Build(w.snapshot(), testOpts)
-	tx := knftables.NewFake("", "").NewTransaction()
-	addOps(tx, k.diff(after))
-	// flush chain + one rule (svc chain), and no element: both endpoints stay in the hairpin set,
-	// which the other Services still claim.
-	if n := tx.NumOperations(); n > 2 {
-		t.Errorf("one endpoint change took %d operations:\n%s", n, tx)
+	change := func(i int) *knftables.Transaction {
+		w.slices[i] = slice(w.services[i].Name, w.services[i].Name+"-1", nil, ep("198.18.1.10", nodeA))
+		tx := knftables.NewFake("", "").NewTransaction()
+		addOps(tx, k.diff(bl.Build(w.snapshot(), testOpts)))
+		return tx
+	}
+	// The first Service with one endpoint brings the pick chains for one endpoint (chain and rule,
+	// for the address and the NodePort frontends). No hairpin element: the other Services still
+	// claim both endpoints.
+	tx := change(42)
+	if n, chains := tx.NumOperations(), strings.Count(tx.String(), "pick-1"); n != 10 || chains != 6 {
+		t.Errorf("first change to one endpoint took %d operations, %d naming pick-1; want 10 and 6:\n%s", n, chains, tx)
+	}
+	// The second is elements only: one slot fewer and a new dispatch, for each of the two frontends.
+	tx = change(43)
+	if n, els := tx.NumOperations(), strings.Count(tx.String(), " element "); n != 6 || els != n {
+		t.Errorf("second change took %d operations (%d elements); want 6 elements:\n%s", n, els, tx)
 	}
 	full := knftables.NewFake("", "").NewTransaction()
-	fullTransaction(full, after, nil)
-	if tx.NumOperations() == 0 || full.NumOperations() < 100*tx.NumOperations() {
+	fullTransaction(full, bl.Build(w.snapshot(), testOpts), nil)
+	if full.NumOperations() < 100*tx.NumOperations() {
 		t.Errorf("partial %d vs full %d operations", tx.NumOperations(), full.NumOperations())
 	}
 }
