@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -452,5 +454,132 @@ func TestKernelRestartKeepsConnections(t *testing.T) {
 	l.sync(ctx, restarted, w)
 	if after := ask(); after != before {
 		t.Errorf("connection moved from %s to %s across the restart", before, after)
+	}
+}
+
+// serveAddresses gives each backend a second address (b1 198.18.1.12, b2 198.18.1.13) and runs, on
+// every backend address, a TCP server on 9090 and a UDP server on 9053 that answer with the address
+// they were reached at: four distinct endpoints on two backends.
+func (l *lab) serveAddresses() []string {
+	var addrs []string
+	for i, ns := range l.backendNS {
+		extra := fmt.Sprintf("198.18.1.%d", 12+i)
+		l.ip("-n", l.backends[i], "addr", "add", extra+"/24", "dev", "eth0")
+		for _, a := range []string{fmt.Sprintf("198.18.1.%d", 10+i), extra} {
+			addrs = append(addrs, a)
+			var tl net.Listener
+			var ul net.PacketConn
+			in(l.t, ns, func() {
+				var err error
+				if tl, err = net.Listen("tcp4", a+":9090"); err == nil {
+					ul, err = net.ListenPacket("udp4", a+":9053")
+				}
+				if err != nil {
+					l.t.Fatalf("listening on %s: %v", a, err)
+				}
+			})
+			l.t.Cleanup(func() { tl.Close(); ul.Close() })
+			go func() {
+				for {
+					c, err := tl.Accept()
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(c, "%s\n", a)
+					c.Close()
+				}
+			}()
+			go func() {
+				buf := make([]byte, 100)
+				for {
+					_, from, err := ul.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					fmt.Fprint(writerTo{ul, from}, a)
+				}
+			}()
+		}
+	}
+	return addrs
+}
+
+// askUDP sends one datagram from a new socket of the client to addr and returns the answer.
+func (l *lab) askUDP(addr string) (string, error) {
+	var c net.Conn
+	var err error
+	in(l.t, l.clientNS, func() { c, err = net.Dial("udp4", addr) })
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("q")); err != nil {
+		return "", err
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 100)
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
+
+// TestKernelFastPathSpread checks that real TCP and UDP connections to a fast-path Service (its
+// ClusterIP and its NodePort) reach every one of its endpoints, and still do after partial syncs
+// change their number 3 -> 2 -> 4 (slots removed, the frontends moved to other pick chains).
+func TestKernelFastPathSpread(t *testing.T) {
+	l := newLab(t)
+	addrs := l.serveAddresses()
+	ports := []discoveryv1.EndpointPort{port("web", corev1.ProtocolTCP, 9090), port("dns", corev1.ProtocolUDP, 9053)}
+	w := &world{services: []*corev1.Service{svc("spread", "198.19.0.20", func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		s.Spec.Ports = []corev1.ServicePort{
+			{Name: "web", Port: 80, Protocol: corev1.ProtocolTCP, NodePort: 30090},
+			{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, NodePort: 30053},
+		}
+	})}}
+	endpoints := func(as ...string) *discoveryv1.EndpointSlice {
+		var eps []discoveryv1.Endpoint
+		for _, a := range as {
+			eps = append(eps, ep(a, nodeA))
+		}
+		return slice("spread", "spread-1", ports, eps...)
+	}
+	ctx := context.Background()
+	p := l.proxy()
+	var firstFull time.Time
+	for i, want := range [][]string{addrs[:3], addrs[1:3], addrs} {
+		w.slices = []*discoveryv1.EndpointSlice{endpoints(want...)}
+		l.sync(ctx, p, w)
+		if i == 0 {
+			firstFull = p.lastFull
+		} else if p.lastFull != firstFull {
+			t.Fatalf("step %d: the sync was a full one; want partial", i)
+		}
+		for _, fe := range []struct{ proto, addr string }{
+			{"tcp", "198.19.0.20:80"}, {"tcp", "192.0.2.11:30090"}, {"udp", "198.19.0.20:53"}, {"udp", "192.0.2.11:30053"},
+		} {
+			seen := map[string]bool{}
+			for range 40 * len(want) {
+				var got string
+				var err error
+				if fe.proto == "tcp" {
+					got, err = l.connect(fe.addr)
+				} else {
+					got, err = l.askUDP(fe.addr)
+				}
+				if err != nil {
+					t.Fatalf("step %d: %s %s: %v", i, fe.proto, fe.addr, err)
+				}
+				seen[got] = true
+			}
+			for _, a := range want {
+				if !seen[a] {
+					t.Errorf("step %d: %s %s reached %v; want all of %v", i, fe.proto, fe.addr, slices.Sorted(maps.Keys(seen)), want)
+					break
+				}
+			}
+			if len(seen) != len(want) {
+				t.Errorf("step %d: %s %s reached %v; want only %v", i, fe.proto, fe.addr, slices.Sorted(maps.Keys(seen)), want)
+			}
+		}
 	}
 }

@@ -47,6 +47,7 @@ type netlinkConn interface {
 	DelChain(*nftables.Chain)
 	AddRule(*nftables.Rule) *nftables.Rule
 	AddSet(*nftables.Set, []nftables.SetElement) error
+	DelSet(*nftables.Set)
 	SetAddElements(*nftables.Set, []nftables.SetElement) error
 	SetDeleteElements(*nftables.Set, []nftables.SetElement) error
 }
@@ -98,6 +99,13 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 			if err != nil {
 				return fmt.Errorf("element of %s: %w", name, err)
 			}
+		case *knftables.Set:
+			// Only deletes (a Service leaving the chain path drops its affinity sets): adding one
+			// needs its type, flags and timeout.
+			if o.verb != verbDelete {
+				return fmt.Errorf("set %s: %w", obj.Name, errNotNetlink)
+			}
+			conn.DelSet(&nftables.Set{Table: tables[obj.Family], Name: obj.Name})
 		default:
 			return fmt.Errorf("%T: %w", o.obj, errNotNetlink)
 		}

@@ -107,6 +107,17 @@ func TestKernelNetlinkPartialSyncMatchesNFT(t *testing.T) {
 			w.services[1] = w.services[1].DeepCopy()
 			w.services[1].Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
 		}},
+		{"internal traffic policy local loses its local endpoint", func(w *world) {
+			w.slices[3] = slice("internal", "internal-1", nil, ep("198.18.2.10", nodeB))
+		}},
+		{"second ipv6 endpoint", func(w *world) {
+			w.slices[5] = slice("dns", "dns-2", []discoveryv1.EndpointPort{port("http", corev1.ProtocolUDP, 5353)},
+				ep("2001:db8:1:1::15", nodeA), ep("2001:db8:1:2::15", nodeB))
+		}},
+		{"sticky service loses its affinity", func(w *world) {
+			w.services[2] = w.services[2].DeepCopy()
+			w.services[2].Spec.SessionAffinity = corev1.ServiceAffinityNone
+		}},
 		{"service deleted", func(w *world) { w.services = slices.Delete(w.services, 0, 1) }},
 	}
 	ctx := context.Background()
