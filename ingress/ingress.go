@@ -40,7 +40,8 @@ type Ingress struct {
 	problems atomic.Pointer[[]route.Problem]
 	serving  atomic.Bool // listeners up
 	addrs    atomic.Pointer[[]net.Addr]
-	synced   atomic.Bool // first table swapped in
+	lst      atomic.Pointer[listeners] // while serving
+	synced   atomic.Bool               // first table swapped in
 
 	mu     sync.Mutex
 	leader *cluster.Runner // status runner while leading; nil otherwise
@@ -133,6 +134,7 @@ func (i *Ingress) Run(ctx context.Context) error {
 	go i.runner.Run(ctx)
 	addrs := srv.addrs()
 	i.addrs.Store(&addrs)
+	i.lst.Store(srv)
 	i.serving.Store(true)
 	errc := make(chan error, len(srv.servers))
 	srv.serve(errc)

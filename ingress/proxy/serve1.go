@@ -48,6 +48,8 @@ type ConnServer struct {
 	opts ConnServerOptions
 
 	shutting atomic.Bool
+	served   atomic.Uint64 // requests served on the fast path
+	handed   atomic.Uint64 // connections handed to net/http
 	mu       sync.Mutex
 	conns    map[*fconn]struct{}
 }
@@ -144,6 +146,7 @@ func (fc *fconn) serve() bool {
 			}
 		}
 		fc.br.Discard(h.size) // the head is ours now
+		s.served.Add(1)
 		if !fc.serveOne(st, rt, start) {
 			return false
 		}
@@ -215,6 +218,7 @@ func (fc *fconn) clearDeadline() {
 
 // handover gives the connection, with the bytes read and not consumed, to net/http.
 func (fc *fconn) handover() {
+	fc.s.handed.Add(1)
 	fc.clearDeadline()
 	fc.s.opts.Handover(&handedConn{Conn: fc.c, br: fc.br})
 }
@@ -345,6 +349,18 @@ func (c *handedConn) Read(p []byte) (int, error) {
 		c.br = nil
 	}
 	return c.Conn.Read(p)
+}
+
+// Stats returns the number of requests served on the fast path and of connections handed to net/http.
+func (s *ConnServer) Stats() (served, handedOver uint64) { return s.served.Load(), s.handed.Load() }
+
+// CloseWrite lets net/http half-close the connection before closing it after an error answer, so that
+// the client reads the answer before the reset that unread request bytes cause.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // Shutdown closes the connections waiting for a request and waits for the others to finish theirs,

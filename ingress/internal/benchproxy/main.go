@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -27,9 +28,23 @@ func main() {
 	httpAddr := flag.String("http", "127.0.0.1:18084", "HTTP listen address")
 	httpsAddr := flag.String("https", "127.0.0.1:18446", "HTTPS listen address")
 	backends := flag.String("backends", "127.0.0.1:18081", "comma-separated backend ip:port list (distinct IPs)")
-	noFast := flag.Bool("disable-fast-path", false, "use net/http's Transport for every request")
+	noFast := flag.Bool("disable-fast-path", false, "use net/http's server and Transport for every request")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*httpAddr, *httpsAddr, strings.Split(*backends, ","), *noFast); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
