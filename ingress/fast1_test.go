@@ -360,3 +360,47 @@ func TestFastPathTLS(t *testing.T) {
 		t.Fatalf("h2: %s %d", resp.Proto, resp.StatusCode)
 	}
 }
+
+// TestFastPathStaleUpstream: a backend that closes each keep-alive connection after one response,
+// without saying so, leaves stale connections in the pool; every request still succeeds, on a new
+// connection (bodyless idempotent ones after a failed attempt, others after the liveness check).
+func TestFastPathStaleUpstream(t *testing.T) {
+	h := newHarness(t)
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+nextLoopback.Add(1)%250))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				body, _ := io.ReadAll(req.Body)
+				msg := req.Method + " " + string(body)
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+			}()
+		}
+	}()
+	h.apply(simple("", "stale", ln.Addr().String()))
+	rc := h.dial(t)
+	for i, tc := range []struct{ req, method, want string }{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "GET "},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "GET "},
+		{"POST / HTTP/1.1\r\nHost: x\r\n\r\n", "POST", "POST "},
+		{"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody", "PUT", "PUT body"},
+		{"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", "DELETE", "DELETE "},
+	} {
+		rc.send(tc.req)
+		if resp, body := rc.read(tc.method); resp.StatusCode != 200 || body != tc.want {
+			t.Fatalf("request %d: %d %q, want %q", i, resp.StatusCode, body, tc.want)
+		}
+	}
+}

@@ -26,6 +26,7 @@ type h1Conn struct {
 	raw    syscall.RawConn // for the liveness check before reuse; nil if unavailable
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	rh     respHead
 	usedAt time.Time
 }
 
@@ -35,13 +36,15 @@ type h1Idle struct {
 	conns []*h1Conn
 }
 
-func (i *h1Idle) get(now time.Time) *h1Conn {
+// get returns an idle connection. check asks for the liveness check, which requests that roundTrip1
+// can send again on a new connection after a failure on a stale one do without.
+func (i *h1Idle) get(now time.Time, check bool) *h1Conn {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	for n := len(i.conns); n > 0; n = len(i.conns) {
 		c := i.conns[n-1]
 		i.conns = i.conns[:n-1]
-		if now.Sub(c.usedAt) < idleMax && c.alive() {
+		if now.Sub(c.usedAt) < idleMax && (c.br.Buffered() == 0 && !check || c.alive()) {
 			return c
 		}
 		c.c.Close()
@@ -49,8 +52,8 @@ func (i *h1Idle) get(now time.Time) *h1Conn {
 	return nil
 }
 
-func (i *h1Idle) put(c *h1Conn, max int) {
-	c.usedAt = time.Now()
+func (i *h1Idle) put(c *h1Conn, max int, now time.Time) {
+	c.usedAt = now
 	i.mu.Lock()
 	if len(i.conns) < max {
 		i.conns = append(i.conns, c)
@@ -101,8 +104,11 @@ func fastEligible(out *http.Request, pl *pool, upgrade bool) bool {
 // any response byte (the backend closed it while idle) is retried once on a new connection when the
 // request body was not read yet.
 func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, to timeouts) (*http.Response, error) {
+	// A request without a body and safe to repeat is sent again on a new connection when a reused
+	// one turns out stale (as net/http's Transport does), which spares it the liveness check.
+	check := out.Body != nil || !idempotent(out.Method)
 	for attempt := 0; ; attempt++ {
-		c := ep.idle.get(time.Now())
+		c := ep.idle.get(time.Now(), check)
 		reused := c != nil
 		if c != nil {
 			// A pooled connection may have served a route with other timeouts.
@@ -118,7 +124,7 @@ func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, 
 				c.raw, _ = tc.SyscallConn()
 			}
 		}
-		resp, err := p.exchange(c, out)
+		resp, err := p.exchange(c, out, ep.hostport)
 		if err == nil {
 			resp.Body = &h1Body{rc: resp.Body, conn: c, idle: &ep.idle, max: p.opts.MaxIdleConnsPerEndpoint, keep: !resp.Close && !out.Close}
 			return resp, nil
@@ -130,8 +136,8 @@ func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, 
 	}
 }
 
-func (p *Proxy) exchange(c *h1Conn, out *http.Request) (*http.Response, error) {
-	if err := out.Write(c.bw); err != nil {
+func (p *Proxy) exchange(c *h1Conn, out *http.Request, hostport string) (*http.Response, error) {
+	if err := writeRequest(c.bw, out, hostport); err != nil {
 		return nil, err
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -140,7 +146,7 @@ func (p *Proxy) exchange(c *h1Conn, out *http.Request) (*http.Response, error) {
 	stop := context.AfterFunc(out.Context(), func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	for {
-		resp, err := http.ReadResponse(c.br, out)
+		resp, err := c.rh.readResponse(c.br, out)
 		if err != nil {
 			if out.Context().Err() != nil {
 				return nil, out.Context().Err()
@@ -197,7 +203,7 @@ func (b *h1Body) Close() error {
 	b.done = true
 	err := b.rc.Close()
 	if b.eof && b.keep && err == nil {
-		b.idle.put(b.conn, b.max)
+		b.idle.put(b.conn, b.max, time.Now())
 		return nil
 	}
 	return b.conn.c.Close()

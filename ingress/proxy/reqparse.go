@@ -43,11 +43,14 @@ func headEnd(b []byte) int {
 	return -1
 }
 
+// bareLF reports a head whose lines may end in bare LFs, which net/http's reader takes.
+func bareLF(b []byte) bool { return bytes.Contains(b, []byte("\n\n")) }
+
 // parseHead parses the head at the start of b into h, reusing h's header map.
 func parseHead(b []byte, h *reqHead) headParse {
 	n := headEnd(b)
 	if n < 0 {
-		if bytes.IndexByte(b, '\n') >= 0 && bytes.Contains(b, []byte("\n\n")) {
+		if bareLF(b) {
 			return headSlow // a bare LF ends lines: net/http's reader decides
 		}
 		return headIncomplete
@@ -58,56 +61,31 @@ func parseHead(b []byte, h *reqHead) headParse {
 	if !h.requestLine(line) {
 		return headSlow
 	}
-	clear(h.header)
-	h.vals = h.vals[:0]
-	h.host, h.contentLength = "", 0
-	var hosts, lengths int
-	keepAlive, closeTok := false, false
-	for rest != "" {
-		line, rest, _ = strings.Cut(rest, "\r\n")
-		colon := strings.IndexByte(line, ':')
-		if colon <= 0 {
-			return headSlow // also folded lines, which start with a space
-		}
-		name, value := line[:colon], textproto.TrimString(line[colon+1:])
-		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
-			return headSlow
-		}
-		key := canonicalKey(name)
-		switch key {
-		case "Host":
-			hosts++
-			h.host = value
-		case "Content-Length":
-			lengths++
-			cl, ok := parseLength(value)
-			if !ok {
-				return headSlow
-			}
-			h.contentLength = cl
-		case "Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings":
-			return headSlow
-		case "Connection":
-			for tok := range strings.SplitSeq(value, ",") {
-				tok = textproto.TrimString(tok)
-				switch {
-				case strings.EqualFold(tok, "close"):
-					closeTok = true
-				case strings.EqualFold(tok, "keep-alive"):
-					keepAlive = true
-				case strings.EqualFold(tok, "upgrade"):
-					return headSlow
-				}
-			}
-		}
-		if v, ok := h.header[key]; ok {
-			h.header[key] = append(v[:len(v):len(v)], value)
-			continue
-		}
-		h.vals = append(h.vals, value)
-		h.header[key] = h.vals[len(h.vals)-1 : len(h.vals) : len(h.vals)]
+	var ok bool
+	if h.vals, ok = parseFields(rest, h.header, h.vals[:0]); !ok {
+		return headSlow
 	}
-	if hosts > 1 || lengths > 1 || (hosts == 0 && h.minor == 1) || (hosts == 1 && !httpguts.ValidHostHeader(h.host)) {
+	hdr := h.header
+	for _, k := range [...]string{"Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings"} {
+		if _, ok := hdr[k]; ok {
+			return headSlow
+		}
+	}
+	hosts, lengths := hdr["Host"], hdr["Content-Length"]
+	h.host, h.contentLength = "", 0
+	if len(hosts) == 1 {
+		h.host = hosts[0]
+	}
+	if len(lengths) == 1 {
+		if h.contentLength, ok = parseLength(lengths[0]); !ok {
+			return headSlow
+		}
+	}
+	if len(hosts) > 1 || len(lengths) > 1 || (len(hosts) == 0 && h.minor == 1) || (len(hosts) == 1 && !httpguts.ValidHostHeader(h.host)) {
+		return headSlow
+	}
+	closeTok, keepAlive, upgrade := connectionTokens(hdr["Connection"])
+	if upgrade {
 		return headSlow
 	}
 	h.close = closeTok || (h.minor == 0 && !keepAlive)
@@ -120,6 +98,51 @@ func parseHead(b []byte, h *reqHead) headParse {
 		}
 	}
 	return headOK
+}
+
+// parseFields parses header field lines (each ending in CRLF but the last) into hdr, cleared first,
+// with canonical keys and single values backed by vals. It fails on anything net/http's reader would
+// refuse or treat specially (folded lines, invalid names or values).
+func parseFields(rest string, hdr http.Header, vals []string) ([]string, bool) {
+	clear(hdr)
+	for rest != "" {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		colon := strings.IndexByte(line, ':')
+		if colon <= 0 || strings.ContainsAny(line, "\r\n") {
+			return vals, false // also folded lines, which start with a space
+		}
+		name, value := line[:colon], textproto.TrimString(line[colon+1:])
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
+			return vals, false
+		}
+		key := canonicalKey(name)
+		if v, ok := hdr[key]; ok {
+			hdr[key] = append(v[:len(v):len(v)], value)
+			continue
+		}
+		vals = append(vals, value)
+		hdr[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	return vals, true
+}
+
+// connectionTokens reports the close, keep-alive and upgrade options of Connection header values.
+func connectionTokens(values []string) (closeTok, keepAlive, upgrade bool) {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = textproto.TrimString(tok)
+			switch {
+			case strings.EqualFold(tok, "close"):
+				closeTok = true
+			case strings.EqualFold(tok, "keep-alive"):
+				keepAlive = true
+			case strings.EqualFold(tok, "upgrade"):
+				upgrade = true
+			}
+		}
+	}
+	return closeTok, keepAlive, upgrade
 }
 
 // requestLine parses "METHOD /target HTTP/1.x"; only origin-form targets are for the fast path.
@@ -184,7 +207,9 @@ func init() {
 	for _, k := range []string{"Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Connection",
 		"Content-Length", "Content-Type", "Cookie", "Authorization", "Referer", "Origin", "Cache-Control", "Pragma",
 		"If-None-Match", "If-Modified-Since", "Range", "Transfer-Encoding", "Expect", "Upgrade", "Te", "Keep-Alive",
-		"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-Ip", "X-Request-Id"} {
+		"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-Ip", "X-Request-Id",
+		"Server", "Date", "Last-Modified", "Etag", "Accept-Ranges", "Expires", "Vary", "Set-Cookie", "Location",
+		"Content-Encoding", "Content-Range", "Age", "Www-Authenticate"} {
 		commonKeys[strings.ToLower(k)] = k
 	}
 }

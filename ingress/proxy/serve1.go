@@ -113,6 +113,9 @@ func (s *ConnServer) ServeConn(c net.Conn) {
 	if handed {
 		return // net/http reads fc.br's bytes first
 	}
+	if fc.body.left > 0 || fc.br.Buffered() > 0 {
+		fc.linger()
+	}
 	c.Close()
 	fc.br.Reset(nil)
 	readerPool.Put(fc.br)
@@ -214,6 +217,17 @@ func (fc *fconn) clearDeadline() {
 		fc.dl = time.Time{}
 		_ = fc.c.SetReadDeadline(time.Time{})
 	}
+}
+
+// linger closes the sending side of a connection the client is still writing to, and reads what it
+// sends for a moment, as net/http does: closing with unread bytes would reset the connection, and the
+// client could lose the response (413 to a large body) before reading it.
+func (fc *fconn) linger() {
+	if cw, ok := fc.c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = fc.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, _ = io.Copy(io.Discard, io.LimitReader(fc.c, 4<<20))
 }
 
 // handover gives the connection, with the bytes read and not consumed, to net/http.

@@ -17,14 +17,19 @@ func (e *dialError) Unwrap() error { return e.err }
 // idleTimeoutConn applies nginx's proxy_read_timeout and proxy_send_timeout semantics: each read or
 // write may wait at most the timeout, however long the whole exchange takes (streams stay up while
 // data flows).
+//
+// A deadline is moved forward only when it has fallen behind by a sixteenth of the timeout (at most
+// a second): a busy connection then updates its timers a few times a second instead of at every read
+// and write, and a wait times out at most that much early, never late.
 type idleTimeoutConn struct {
 	net.Conn
-	read, write time.Duration
+	read, write     time.Duration
+	readDL, writeDL time.Time // the deadlines set by Read and Write
 }
 
 func (c *idleTimeoutConn) Read(b []byte) (int, error) {
 	if c.read > 0 {
-		if err := c.Conn.SetReadDeadline(time.Now().Add(c.read)); err != nil {
+		if err := refresh(&c.readDL, c.read, c.Conn.SetReadDeadline); err != nil {
 			return 0, err
 		}
 	}
@@ -33,11 +38,20 @@ func (c *idleTimeoutConn) Read(b []byte) (int, error) {
 
 func (c *idleTimeoutConn) Write(b []byte) (int, error) {
 	if c.write > 0 {
-		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
+		if err := refresh(&c.writeDL, c.write, c.Conn.SetWriteDeadline); err != nil {
 			return 0, err
 		}
 	}
 	return c.Conn.Write(b)
+}
+
+func refresh(dl *time.Time, timeout time.Duration, set func(time.Time) error) error {
+	want := time.Now().Add(timeout)
+	if !dl.IsZero() && !dl.After(want) && want.Sub(*dl) < min(timeout/16, time.Second) {
+		return nil
+	}
+	*dl = want
+	return set(want)
 }
 
 func newTransport(o Options, h2c bool) *http.Transport {
