@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
 )
@@ -27,7 +28,22 @@ var errNotNetlink = errors.New("op not translated to netlink")
 // elements in the shared maps) into the same bytecode nft generates for the same text, so nft list
 // shows the same ruleset either way; anything else returns errNotNetlink before sending.
 func applyWithNetlink(ops []op) error {
-	conn, err := nftables.New()
+	// The batch goes out in one sendmsg, which fails with EMSGSIZE beyond the socket's send buffer: a
+	// full table's elements are megabytes, so the buffer is sized to the batch as nft does (forced,
+	// since root may exceed wmem_max).
+	conn, err := nftables.New(nftables.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, max(1<<20, 128*len(ops)))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}))
 	if err != nil {
 		return fmt.Errorf("opening netlink: %w", err)
 	}
@@ -57,7 +73,13 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 		knftables.IPv4Family: {Name: TableName, Family: nftables.TableFamilyIPv4},
 		knftables.IPv6Family: {Name: TableName, Family: nftables.TableFamilyIPv6},
 	}
+	var pending elementRun
 	for _, o := range ops {
+		if _, ok := o.obj.(*knftables.Element); !ok {
+			if err := pending.flush(conn); err != nil {
+				return err
+			}
+		}
 		switch obj := o.obj.(type) {
 		case *knftables.Chain:
 			if obj.Hook != nil || obj.Type != nil {
@@ -90,15 +112,15 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 			if err != nil {
 				return err
 			}
-			set := &nftables.Set{Table: tables[obj.Family], Name: name, IsMap: obj.Map != ""}
-			if o.verb == verbAdd {
-				err = conn.SetAddElements(set, []nftables.SetElement{el})
-			} else {
-				err = conn.SetDeleteElements(set, []nftables.SetElement{el})
+			if pending.verb != o.verb || pending.family != obj.Family || pending.set != name || len(pending.els) == maxElementsPerMessage {
+				if err := pending.flush(conn); err != nil {
+					return err
+				}
+				pending = elementRun{verb: o.verb, family: obj.Family, set: name,
+					nft: &nftables.Set{Table: tables[obj.Family], Name: name, IsMap: obj.Map != ""}}
 			}
-			if err != nil {
-				return fmt.Errorf("element of %s: %w", name, err)
-			}
+			pending.els = append(pending.els, el)
+			continue
 		case *knftables.Set:
 			// Only deletes (a Service leaving the chain path drops its affinity sets): adding one
 			// needs its type, flags and timeout.
@@ -109,6 +131,38 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 		default:
 			return fmt.Errorf("%T: %w", o.obj, errNotNetlink)
 		}
+	}
+	return pending.flush(conn)
+}
+
+// maxElementsPerMessage bounds one element message, as nft does, well under what a netlink message
+// may carry (the largest element here is 44 bytes of key and data plus attribute headers).
+const maxElementsPerMessage = 1024
+
+// elementRun collects consecutive element ops of one verb and set into one message: a message per
+// element costs the kernel a set lookup and the library a buffer each, which at a full table's
+// 150k elements is most of the time.
+type elementRun struct {
+	verb   verb
+	family knftables.Family
+	set    string
+	nft    *nftables.Set
+	els    []nftables.SetElement
+}
+
+func (r *elementRun) flush(conn netlinkConn) error {
+	if len(r.els) == 0 {
+		return nil
+	}
+	var err error
+	if r.verb == verbAdd {
+		err = conn.SetAddElements(r.nft, r.els)
+	} else {
+		err = conn.SetDeleteElements(r.nft, r.els)
+	}
+	r.els = nil
+	if err != nil {
+		return fmt.Errorf("elements of %s: %w", r.set, err)
 	}
 	return nil
 }

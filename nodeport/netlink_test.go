@@ -80,8 +80,8 @@ func kernelDump(t *testing.T, ns netns.NsHandle) string {
 
 var elementsRE = regexp.MustCompile(`elements = \{([^}]*)\}`)
 
-// TestKernelNetlinkPartialSyncMatchesNFT programs a series of ordinary changes through netlink
-// batches, and checks after each that the kernel holds exactly what a full sync through nft of the
+// TestKernelNetlinkPartialSyncMatchesNFT programs a cold start (coldStart) and then a series of
+// ordinary changes through netlink batches, and checks after each that the kernel holds exactly what a full sync through nft of the
 // same state writes in a fresh namespace, as nft lists it: the hand-assembled bytecode is nft's.
 func TestKernelNetlinkPartialSyncMatchesNFT(t *testing.T) {
 	live := scratchNetns(t, "l")
@@ -122,24 +122,30 @@ func TestKernelNetlinkPartialSyncMatchesNFT(t *testing.T) {
 	}
 	ctx := context.Background()
 	bl := NewBuilder()
-	d := bl.Build(w.snapshot(), testOpts)
-	in(t, live, func() {
-		nft, err := knftables.New("", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tx := nft.NewTransaction()
-		fullTransaction(tx, d, nil)
-		if err := nft.Run(ctx, tx); err != nil {
-			t.Fatal(err)
-		}
-	})
-	k := newKernelState(d)
-	for i, step := range steps {
-		step.change(w)
-		ops := k.diff(bl.Build(w.snapshot(), testOpts))
+	var k *kernelState
+	// The first step is the cold start itself: nft for the rules, one netlink batch for the elements.
+	for i, step := range slices.Insert(steps, 0, steps[0]) {
 		var err error
-		in(t, live, func() { err = applyWithNetlink(ops) })
+		if i == 0 {
+			step.name = "cold start"
+			d := bl.Build(w.snapshot(), testOpts)
+			k = newKernelState(d)
+			in(t, live, func() {
+				var nft knftables.Interface
+				if nft, err = knftables.New("", ""); err != nil {
+					return
+				}
+				tx := nft.NewTransaction()
+				elements := coldStart(tx, d)
+				if err = nft.Run(ctx, tx); err == nil {
+					err = applyWithNetlink(elements)
+				}
+			})
+		} else {
+			step.change(w)
+			ops := k.diff(bl.Build(w.snapshot(), testOpts))
+			in(t, live, func() { err = applyWithNetlink(ops) })
+		}
 		if errors.Is(err, errNotNetlink) {
 			t.Fatalf("%s: not expressible over netlink: %v", step.name, err)
 		}

@@ -51,11 +51,13 @@ type Proxy struct {
 	applied *Desired
 	builder *Builder
 	// kernel is what the last successful sync programmed; nil forces a full sync.
-	kernel     *kernelState
-	lastFull   time.Time
-	applyOps   func(context.Context, []op) error
-	seenSlices map[types.UID]string
-	reported   map[Problem]bool
+	kernel   *kernelState
+	lastFull time.Time
+	applyOps func(context.Context, []op) error
+	// addElements, when set, sends a cold start's Service elements (see coldStart) over netlink.
+	addElements func([]op) error
+	seenSlices  map[types.UID]string
+	reported    map[Problem]bool
 
 	ready  atomic.Bool
 	status atomic.Pointer[cluster.ForwardingInfo]
@@ -91,6 +93,7 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.addElements = applyWithNetlink
 	p.applyOps = func(ctx context.Context, ops []op) error {
 		err := applyWithNetlink(ops)
 		if errors.Is(err, errNotNetlink) {
@@ -264,9 +267,18 @@ func (p *Proxy) sync(ctx context.Context) error {
 			return fmt.Errorf("listing baregate's nftables objects: %w", err)
 		}
 		tx := p.nft.NewTransaction()
-		fullTransaction(tx, d, existing)
-		operations = tx.NumOperations()
-		if err := p.nft.Run(ctx, tx); err != nil {
+		var elements []op
+		if len(existing) == 0 && p.addElements != nil {
+			elements = coldStart(tx, d)
+		} else {
+			fullTransaction(tx, d, existing)
+		}
+		operations = tx.NumOperations() + len(elements)
+		err = p.nft.Run(ctx, tx)
+		if err == nil && len(elements) > 0 {
+			err = p.addElements(elements)
+		}
+		if err != nil {
 			p.kernel = nil
 			p.metrics.syncFailures.Inc()
 			return fmt.Errorf("programming nftables (full sync of %d operations): %w", operations, err)
