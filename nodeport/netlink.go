@@ -167,6 +167,17 @@ func (r *elementRun) flush(conn netlinkConn) error {
 	return nil
 }
 
+type errBadElement struct {
+	set string
+	key []string
+}
+
+func (e errBadElement) Error() string {
+	return fmt.Sprintf("element %v of %s: %v", e.key, e.set, errNotNetlink)
+}
+
+func (e errBadElement) Unwrap() error { return errNotNetlink }
+
 func (v verb) String() string {
 	return [...]string{"add", "flush", "delete"}[v]
 }
@@ -319,7 +330,8 @@ func protoNumber(name string) (byte, bool) {
 // field of a concatenation padded to 4 bytes, addresses and ports in network order.
 func elementBytes(set string, key, value []string) (nftables.SetElement, error) {
 	var el nftables.SetElement
-	bad := fmt.Errorf("element %v of %s: %w", key, set, errNotNetlink)
+	// bad is only formatted when it happens: this runs for every element of a cold start.
+	bad := errBadElement{set, key}
 	addr := func(s string) ([]byte, bool) {
 		a, err := netip.ParseAddr(s)
 		return a.AsSlice(), err == nil

@@ -136,7 +136,7 @@ func TestKernelNetlinkPartialSyncMatchesNFT(t *testing.T) {
 					return
 				}
 				tx := nft.NewTransaction()
-				elements := coldStart(tx, d)
+				elements := coldStart(tx, d, k)
 				if err = nft.Run(ctx, tx); err == nil {
 					err = applyWithNetlink(elements)
 				}

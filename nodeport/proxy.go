@@ -268,8 +268,9 @@ func (p *Proxy) sync(ctx context.Context) error {
 		}
 		tx := p.nft.NewTransaction()
 		var elements []op
+		k := newKernelState(d)
 		if len(existing) == 0 && p.addElements != nil {
-			elements = coldStart(tx, d)
+			elements = coldStart(tx, d, k)
 		} else {
 			fullTransaction(tx, d, existing)
 		}
@@ -283,7 +284,7 @@ func (p *Proxy) sync(ctx context.Context) error {
 			p.metrics.syncFailures.Inc()
 			return fmt.Errorf("programming nftables (full sync of %d operations): %w", operations, err)
 		}
-		p.kernel, p.lastFull = newKernelState(d), start
+		p.kernel, p.lastFull = k, start
 	}
 	prev := p.applied
 	p.applied = d

@@ -1,6 +1,7 @@
 package nodeport
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -23,35 +24,49 @@ func tableObject(f knftables.Family) *knftables.Table {
 // map, delete those d does not have, then add d. (Not "flush table", whose meaning differs between nft
 // versions.) Established connections are untouched: conntrack keeps their NAT.
 func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftables.Family]existingObjects) {
-	writeTables(tx, d, existing, true)
+	writeTables(tx, d.Tables(), existing)
 }
 
-// coldStart splits the full sync of d into tables that do not exist yet: the transaction tx writes
-// every chain, set, map and rule and the skeleton's own elements (pod-cidrs, nodeport-ips), and the
-// returned ops add the Services' elements, for the caller to send as one netlink batch after it. The
-// first step is inert: every way into a Service's rules goes through an element of the second
-// (dispatch maps, cluster-ips, masquerade sets, hairpin, endpoint slots), so nothing is forwarded
-// until the second step adds all of them at once, which is what one transaction would have done
-// from empty tables. nft spends about 6 µs parsing each element, so at 10k Services (150k
-// elements) the split takes a full sync from about 4 s to 0.6 s of CPU.
-func coldStart(tx *knftables.Transaction, d *Desired) []op {
-	writeTables(tx, d, nil, false)
+// coldStart splits the full sync of d into tables that do not exist yet, given k, the kernel state d
+// leaves: the transaction tx writes every chain, set, map and rule and the skeleton's own elements
+// (pod-cidrs, nodeport-ips), and the returned ops add the Services' elements, for the caller to send
+// as one netlink batch after it. The first step is inert: every way into a Service's rules goes
+// through an element of the second (dispatch maps, cluster-ips, masquerade sets, hairpin, endpoint
+// slots), so nothing is forwarded until the second step adds all of them at once, which is what one
+// transaction would have done from empty tables. nft spends about 6 µs parsing each element, so at
+// 10k Services (150k elements) the split takes a full sync from about 4 s to about 1 s of CPU. The
+// elements come from k (where Services clash on a key, the winner), not from d.Tables(), whose
+// merged copy of 150k elements would cost as much again.
+func coldStart(tx *knftables.Transaction, d *Desired, k *kernelState) []op {
+	tables := make([]*Table, len(d.base))
+	for i, b := range d.base {
+		t := newTable(b.Family)
+		t.merge(b)
+		for _, r := range d.services {
+			piece := r.tables[i]
+			maps.Copy(t.Chains, piece.Chains)
+			maps.Copy(t.Sets, piece.Sets)
+			maps.Copy(t.Maps, piece.Maps)
+		}
+		tables[i] = t
+	}
+	writeTables(tx, tables, nil)
 	var ops []op
-	for i, t := range d.Tables() {
-		for _, set := range sortedKeys(t.Elements) {
-			if d.base[i].Elements[set] != nil {
-				continue
+	for i, t := range tables {
+		for _, set := range sortedKeys(k.elements[i]) {
+			if t.Elements[set] != nil {
+				continue // the skeleton's, written above
 			}
-			for _, k := range sortedKeys(t.Elements[set]) {
-				ops = append(ops, op{verbAdd, elementObject(t, set, t.Elements[set][k])})
+			for key, st := range k.elements[i][set] {
+				ops = append(ops, op{verbAdd, elementObject(t, set, Element{Key: splitKey(key), Value: st.value})})
 			}
 		}
 	}
 	return ops
 }
 
-func writeTables(tx *knftables.Transaction, d *Desired, existing map[knftables.Family]existingObjects, serviceElements bool) {
-	for i, t := range d.Tables() {
+func writeTables(tx *knftables.Transaction, tables []*Table, existing map[knftables.Family]existingObjects) {
+	for _, t := range tables {
 		tx.Add(tableObject(t.Family))
 		have := existing[t.Family]
 		for _, name := range have.Chains {
@@ -91,9 +106,6 @@ func writeTables(tx *knftables.Transaction, d *Desired, existing map[knftables.F
 		// appendTableAdds adds every set and map (nft's add of an existing one is a no-op), so the
 		// endpoint maps deleted above come back.
 		for _, set := range sortedKeys(t.Elements) {
-			if !serviceElements && d.base[i].Elements[set] == nil {
-				continue
-			}
 			for _, k := range sortedKeys(t.Elements[set]) {
 				ops = append(ops, op{verbAdd, elementObject(t, set, t.Elements[set][k])})
 			}
