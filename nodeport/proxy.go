@@ -94,18 +94,21 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 		return nil, err
 	}
 	p.addElements = applyWithNetlink
-	p.applyOps = func(ctx context.Context, ops []op) error {
-		err := applyWithNetlink(ops)
-		if errors.Is(err, errNotNetlink) {
-			if slices.ContainsFunc(ops, readsEndpointMap) {
-				return fmt.Errorf("%w: %w", errFullSync, err)
-			}
-			// Rare shapes (affinity sets, source ranges, skeleton changes) go through nft.
-			return p.applyWithNFT(ctx, ops)
-		}
-		return err
-	}
+	p.applyOps = func(ctx context.Context, ops []op) error { return p.applyNetlinkOrNFT(ctx, ops, applyWithNetlink) }
 	return p, nil
+}
+
+// applyNetlinkOrNFT sends ops over netlink, or through nft when netlink does not translate them.
+func (p *Proxy) applyNetlinkOrNFT(ctx context.Context, ops []op, netlink func([]op) error) error {
+	err := netlink(ops)
+	if errors.Is(err, errNotNetlink) {
+		if slices.ContainsFunc(ops, readsEndpointMap) {
+			return fmt.Errorf("%w: %w", errFullSync, err)
+		}
+		// Rare shapes (affinity sets, source ranges, skeleton changes) go through nft.
+		return p.applyWithNFT(ctx, ops)
+	}
+	return err
 }
 
 // applyWithNFT runs ops as one nft transaction.

@@ -244,3 +244,46 @@ func TestPeriodicFullSync(t *testing.T) {
 		p.health.close()
 	}
 }
+
+// TestPartialSyncNeedingNFTForAPickRuleGoesFull checks the way around nft 1.0.6's typeof limit (see
+// the package doc): a partial sync that netlink cannot send and that adds a pick-N rule becomes a
+// full sync, which nft can apply, instead of failing.
+func TestPartialSyncNeedingNFTForAPickRuleGoesFull(t *testing.T) {
+	ctx := context.Background()
+	fake := knftables.NewFake("", "")
+	p, err := newProxy(Config{MasqueradeBit: 14, HealthzTimeout: 60e9}, cluster.Deps{}, fake, fakeList(fake),
+		func() ([]netip.Addr, error) { return nil, nil }, func([]staleFlow) (uint, error) { return 0, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sentToNFT int
+	p.applyOps = func(ctx context.Context, ops []op) error {
+		return p.applyNetlinkOrNFT(ctx, ops, func([]op) error { sentToNFT++; return errNotNetlink })
+	}
+	w := representative()
+	sync := func() {
+		t.Helper()
+		p.Update(w.snapshot())
+		if err := p.sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync()
+	first := p.lastFull
+	// An endpoint count no Service had: pick-3 and nodeport-pick-3 are new.
+	w.slices[0] = slice("web", "web-1", nil, ep("198.18.1.10", nodeA), ep("198.18.1.11", nodeA), ep("198.18.2.12", nodeB))
+	sync()
+	if sentToNFT != 1 || p.lastFull == first {
+		t.Errorf("netlink tried %d times, full sync redone: %v; want one try, then a full sync", sentToNFT, p.lastFull != first)
+	}
+	if got := program(t, Build(w.snapshot(), testOpts)).Dump(); fake.Dump() != got {
+		t.Errorf("after the fallback the tables differ from a fresh full sync:\n%s", lineDiff(fake.Dump(), got))
+	}
+	// A change needing no new pick rule stays partial, through nft.
+	w.slices[0] = slice("web", "web-1", nil, ep("198.18.1.10", nodeA), ep("198.18.1.11", nodeA), ep("198.18.2.13", nodeB))
+	second := p.lastFull
+	sync()
+	if p.lastFull != second {
+		t.Error("a change without a new pick rule did a full sync")
+	}
+}
