@@ -109,10 +109,11 @@ func parseFields(rest string, hdr http.Header, vals []string) ([]string, bool) {
 		var line string
 		line, rest, _ = strings.Cut(rest, "\r\n")
 		colon := strings.IndexByte(line, ':')
-		if colon <= 0 || strings.ContainsAny(line, "\r\n") {
+		if colon <= 0 {
 			return vals, false // also folded lines, which start with a space
 		}
-		name, value := line[:colon], textproto.TrimString(line[colon+1:])
+		// Only spaces and tabs are trimmed, so that a stray CR or LF fails the value's validation.
+		name, value := line[:colon], trimOWS(line[colon+1:])
 		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
 			return vals, false
 		}
@@ -125,6 +126,17 @@ func parseFields(rest string, hdr http.Header, vals []string) ([]string, bool) {
 		hdr[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	return vals, true
+}
+
+// trimOWS trims the spaces and tabs around a field value.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // connectionTokens reports the close, keep-alive and upgrade options of Connection header values.

@@ -244,7 +244,7 @@ func (w *fastRW) writeTrailers() {
 var headerNewlines = strings.NewReplacer("\n", " ", "\r", " ")
 
 func writeField(bw *bufio.Writer, k, v string) {
-	if strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, '\r') >= 0 {
 		v = headerNewlines.Replace(v)
 	}
 	bw.WriteString(k)

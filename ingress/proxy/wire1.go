@@ -118,7 +118,7 @@ func (rh *respHead) parse(b []byte, out *http.Request) *http.Response {
 	s := string(b[:len(b)-2])
 	line, rest, _ := strings.Cut(s, "\r\n")
 	// "HTTP/1.1 200 OK"
-	if len(line) < 12 || strings.ContainsAny(line, "\r\n") || line[:7] != "HTTP/1." || (line[7] != '1' && line[7] != '0') || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+	if len(line) < 12 || strings.IndexByte(line, '\n') >= 0 || strings.IndexByte(line, '\r') >= 0 || line[:7] != "HTTP/1." || (line[7] != '1' && line[7] != '0') || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
 		return nil
 	}
 	code, ok := parseLength(line[9:12])
