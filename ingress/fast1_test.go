@@ -327,6 +327,13 @@ func TestFastPathConnectionSemantics(t *testing.T) {
 		if resp, body := rc.read("GET"); resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("after an unread body: %d %q", resp.StatusCode, body)
 		}
+		// HEAD announces the length GET would have, as net/http does.
+		rc.send("HEAD / HTTP/1.1\r\nHost: other.example.com\r\n\r\nGET / HTTP/1.1\r\nHost: other.example.com\r\n\r\n")
+		head, body := rc.read("HEAD")
+		get, getBody := rc.read("GET")
+		if head.StatusCode != 404 || body != "" || head.ContentLength != int64(len(getBody)) || get.ContentLength != int64(len(getBody)) {
+			t.Fatalf("HEAD 404: length %d body %q; GET: length %d body %q", head.ContentLength, body, get.ContentLength, getBody)
+		}
 	})
 }
 

@@ -68,6 +68,9 @@ func (w *fastRW) Write(p []byte) (int, error) {
 	}
 	if w.noBody {
 		if w.req.Method == http.MethodHead {
+			if bodyAllowed(w.code) {
+				w.written += int64(len(p)) // the length a GET would have, as net/http announces it
+			}
 			return len(p), nil
 		}
 		return 0, http.ErrBodyNotAllowed
@@ -142,7 +145,9 @@ func (w *fastRW) commit(final bool, next []byte) {
 	w.committed = true
 	computedLength := -1
 	_, trailers := w.hdr["Trailer"]
-	if !w.noBody && w.cl < 0 {
+	if w.noBody && final && w.cl < 0 && w.written > 0 && !trailers {
+		computedLength = int(w.written) // HEAD
+	} else if !w.noBody && w.cl < 0 {
 		switch {
 		case final && !trailers:
 			computedLength = len(w.pending)

@@ -78,7 +78,6 @@ type fconn struct {
 	s      *ConnServer
 	c      net.Conn
 	br     *bufio.Reader
-	bw     *bufio.Writer
 	remote string
 	state  atomic.Int32
 	dl     time.Time // the read deadline set, zero for none
@@ -96,11 +95,10 @@ var (
 
 // ServeConn serves c until it closes or is handed over; it closes c unless handing it over.
 func (s *ConnServer) ServeConn(c net.Conn) {
-	fc := &fconn{s: s, c: c, br: readerPool.Get().(*bufio.Reader), bw: writerPool.Get().(*bufio.Writer)}
+	fc := &fconn{s: s, c: c, br: readerPool.Get().(*bufio.Reader)}
 	fc.br.Reset(c)
-	fc.bw.Reset(c)
 	fc.head.header = make(http.Header, 8)
-	fc.w.bw, fc.w.hdr, fc.w.body = fc.bw, make(http.Header, 16), &fc.body
+	fc.w.hdr, fc.w.body = make(http.Header, 16), &fc.body
 	s.mu.Lock()
 	s.conns[fc] = struct{}{}
 	s.mu.Unlock()
@@ -108,8 +106,6 @@ func (s *ConnServer) ServeConn(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, fc)
 	s.mu.Unlock()
-	fc.bw.Reset(nil)
-	writerPool.Put(fc.bw)
 	if handed {
 		return // net/http reads fc.br's bytes first
 	}
@@ -289,6 +285,14 @@ func (fc *fconn) serveOne(st *state, rt *route.Route, start time.Time) (keep boo
 		r.Body = &fc.body
 	}
 	w := &fc.w
+	// The writer's buffer is taken for the request only: idle connections keep just their reader.
+	w.bw = writerPool.Get().(*bufio.Writer)
+	w.bw.Reset(fc.c)
+	defer func() {
+		w.bw.Reset(nil)
+		writerPool.Put(w.bw)
+		w.bw = nil
+	}()
 	w.reset(r)
 	aborted := fc.handle(w, r, st, rt, start)
 	if aborted {
