@@ -1,11 +1,13 @@
 package nodeport
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -54,6 +56,8 @@ type Proxy struct {
 	kernel   *kernelState
 	lastFull time.Time
 	applyOps func(context.Context, []op) error
+	// runFull runs a full sync's transaction.
+	runFull func(context.Context, *knftables.Transaction) error
 	// addElements, when set, sends a cold start's Service elements (see coldStart) over netlink.
 	addElements func([]op) error
 	seenSlices  map[types.UID]string
@@ -94,6 +98,7 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 		return nil, err
 	}
 	p.addElements = applyWithNetlink
+	p.runFull = runGrouped
 	p.applyOps = func(ctx context.Context, ops []op) error { return p.applyNetlinkOrNFT(ctx, ops, applyWithNetlink) }
 	return p, nil
 }
@@ -109,6 +114,16 @@ func (p *Proxy) applyNetlinkOrNFT(ctx context.Context, ops []op, netlink func([]
 		return p.applyWithNFT(ctx, ops)
 	}
 	return err
+}
+
+// runGrouped runs tx as knftables would (nft -f -), with its elements grouped by set (groupElements).
+func runGrouped(ctx context.Context, tx *knftables.Transaction) error {
+	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(groupElements(tx.String()))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("running nft -f: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // applyWithNFT runs ops as one nft transaction.
@@ -150,6 +165,7 @@ func newProxy(cfg Config, deps cluster.Deps, nft knftables.Interface,
 		reported:        map[Problem]bool{},
 	}
 	p.applyOps = p.applyWithNFT
+	p.runFull = nft.Run
 	p.health = newHealthServers(cfg.HealthCheckBindAddress, func() bool { return p.Healthy() == nil })
 	p.runner = cluster.NewRunner("nodeport", cfg.MinSyncPeriod, time.Second, time.Minute, p.sync)
 	return p, nil
@@ -278,7 +294,7 @@ func (p *Proxy) sync(ctx context.Context) error {
 			fullTransaction(tx, d, existing)
 		}
 		operations = tx.NumOperations() + len(elements)
-		err = p.nft.Run(ctx, tx)
+		err = p.runFull(ctx, tx)
 		if err == nil && len(elements) > 0 {
 			err = p.addElements(elements)
 		}

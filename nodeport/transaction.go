@@ -114,6 +114,43 @@ func writeTables(tx *knftables.Transaction, tables []*Table, existing map[knftab
 	}
 }
 
+// groupElements rewrites nft commands so that consecutive "add element <family> <table> <set> { e }"
+// lines of one set become one command of up to maxElementsPerMessage elements: nft evaluates and
+// sends a command at a time, and a full table's 150k one-element commands cost it about half again
+// as much CPU as the same elements in a few hundred commands.
+func groupElements(text string) string {
+	var b strings.Builder
+	b.Grow(len(text))
+	prefix, n := "", 0
+	for line := range strings.Lines(text) {
+		line = strings.TrimSuffix(line, "\n")
+		head, elem, ok := strings.Cut(line, " { ")
+		if ok && strings.HasPrefix(head, "add element ") && strings.HasSuffix(elem, " }") && !strings.Contains(elem, "{") {
+			elem = strings.TrimSuffix(elem, " }")
+			if head == prefix && n < maxElementsPerMessage {
+				b.WriteString(", " + elem)
+				n++
+				continue
+			}
+			if prefix != "" {
+				b.WriteString(" }\n")
+			}
+			b.WriteString(head + " { " + elem)
+			prefix, n = head, 1
+			continue
+		}
+		if prefix != "" {
+			b.WriteString(" }\n")
+			prefix = ""
+		}
+		b.WriteString(line + "\n")
+	}
+	if prefix != "" {
+		b.WriteString(" }\n")
+	}
+	return b.String()
+}
+
 func endpointMap(name string) bool {
 	return name == mapFrontendEndpoints || name == mapNodePortEndpoints
 }

@@ -172,3 +172,29 @@ func lineDiff(got, want string) string {
 	slices.Sort(out)
 	return strings.Join(out, "\n")
 }
+
+func TestGroupElements(t *testing.T) {
+	in := `add table ip baregate
+add element ip baregate hairpin { 198.18.1.10 . 198.18.1.10 }
+add element ip baregate hairpin { 198.18.1.11 . 198.18.1.11 }
+add element ip baregate service-ips { 198.19.0.10 . tcp . 80 : goto pick-2 }
+add rule ip baregate pick-1 meta l4proto { tcp, udp, sctp } dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @frontend-endpoints
+add element ip baregate hairpin { 198.18.1.12 . 198.18.1.12 }
+`
+	want := `add table ip baregate
+add element ip baregate hairpin { 198.18.1.10 . 198.18.1.10, 198.18.1.11 . 198.18.1.11 }
+add element ip baregate service-ips { 198.19.0.10 . tcp . 80 : goto pick-2 }
+add rule ip baregate pick-1 meta l4proto { tcp, udp, sctp } dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @frontend-endpoints
+add element ip baregate hairpin { 198.18.1.12 . 198.18.1.12 }
+`
+	if got := groupElements(in); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	// The golden ruleset, grouped, holds the same commands.
+	full := knftables.NewFake("", "").NewTransaction()
+	fullTransaction(full, Build(representative().snapshot(), testOpts), nil)
+	grouped := groupElements(full.String())
+	if strings.Count(grouped, "\n") >= strings.Count(full.String(), "\n") || strings.Count(grouped, " : ") != strings.Count(full.String(), " : ") {
+		t.Errorf("grouping lost or kept every element line:\n%s", grouped)
+	}
+}
