@@ -143,8 +143,10 @@ func (p *Proxy) exchange(c *h1Conn, out *http.Request, hostport string) (*http.R
 	if err := c.bw.Flush(); err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(out.Context(), func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	if ctx := out.Context(); ctx.Done() != nil { // the client-side fast path's requests cannot be cancelled
+		stop := context.AfterFunc(ctx, func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
 	for {
 		resp, err := c.rh.readResponse(c.br, out)
 		if err != nil {

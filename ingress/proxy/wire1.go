@@ -125,11 +125,17 @@ func (rh *respHead) parse(b []byte, out *http.Request) *http.Response {
 	if !ok || code < 200 || code > 999 {
 		return nil // interim responses and garbage: net/http's loop
 	}
-	hdr := make(http.Header, 12)
-	if rh.vals, ok = parseFields(rest, hdr, rh.vals[:0]); !ok {
+	hdr := make(http.Header, 8)
+	// The header values of successive responses share an array, each taking the next free part (the
+	// header maps handed out keep theirs).
+	if cap(rh.vals) < 16 {
+		rh.vals = make([]string, 0, 128)
+	}
+	vals, ok := parseFields(rest, hdr, rh.vals)
+	if !ok {
 		return nil
 	}
-	rh.vals = nil // the header map keeps them
+	rh.vals = vals[len(vals):]
 	if _, te := hdr["Transfer-Encoding"]; te {
 		return nil
 	}
