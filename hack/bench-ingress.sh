@@ -15,6 +15,13 @@ tools="nginx haproxy wrk openssl taskset"
 for t in $tools; do
 	command -v $t >/dev/null || { echo "missing $t (make bench-deps)" >&2; exit 1; }
 done
+# A second run at the same time would measure the first one's servers.
+for port in 18081 18082 18083 18084 18444 18445 18446; do
+	if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+		echo "port $port is in use (another bench-ingress.sh run?)" >&2
+		exit 1
+	fi
+done
 DIR=$(mktemp -d /tmp/bench-ingress.XXXXXX)
 PIDS=()
 cleanup() {
