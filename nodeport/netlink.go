@@ -28,6 +28,17 @@ var errNotNetlink = errors.New("op not translated to netlink")
 // elements in the shared maps) into the same bytecode nft generates for the same text, so nft list
 // shows the same ruleset either way; anything else returns errNotNetlink before sending.
 func applyWithNetlink(ops []op) error {
+	send, err := prepareNetlink(ops)
+	if err != nil {
+		return err
+	}
+	return send()
+}
+
+// prepareNetlink encodes ops into a batch and returns what sends it. Only sending touches the kernel
+// (the socket is opened then, in the calling thread's network namespace), so the encoding may run
+// on any goroutine, e.g. while nft runs.
+func prepareNetlink(ops []op) (send func() error, err error) {
 	// The batch goes out in one sendmsg, which fails with EMSGSIZE beyond the socket's send buffer: a
 	// full table's elements are megabytes, so the buffer is sized to the batch as nft does (forced,
 	// since root may exceed wmem_max).
@@ -45,15 +56,17 @@ func applyWithNetlink(ops []op) error {
 		return serr
 	}))
 	if err != nil {
-		return fmt.Errorf("opening netlink: %w", err)
+		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
 	if err := queueNetlink(conn, ops); err != nil {
-		return err
+		return nil, err
 	}
-	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("sending %d operations over netlink: %w", len(ops), err)
-	}
-	return nil
+	return func() error {
+		if err := conn.Flush(); err != nil {
+			return fmt.Errorf("sending %d operations over netlink: %w", len(ops), err)
+		}
+		return nil
+	}, nil
 }
 
 // netlinkConn is what queueNetlink needs of *nftables.Conn.

@@ -58,10 +58,11 @@ type Proxy struct {
 	applyOps func(context.Context, []op) error
 	// runFull runs a full sync's transaction.
 	runFull func(context.Context, *knftables.Transaction) error
-	// addElements, when set, sends a cold start's Service elements (see coldStart) over netlink.
-	addElements func([]op) error
-	seenSlices  map[types.UID]string
-	reported    map[Problem]bool
+	// prepareElements, when set, encodes a cold start's Service elements (see coldStart) into a
+	// netlink batch and returns what sends it.
+	prepareElements func([]op) (func() error, error)
+	seenSlices      map[types.UID]string
+	reported        map[Problem]bool
 
 	ready  atomic.Bool
 	status atomic.Pointer[cluster.ForwardingInfo]
@@ -97,7 +98,7 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.addElements = applyWithNetlink
+	p.prepareElements = prepareNetlink
 	p.runFull = runGrouped
 	p.applyOps = func(ctx context.Context, ops []op) error { return p.applyNetlinkOrNFT(ctx, ops, applyWithNetlink) }
 	return p, nil
@@ -286,17 +287,35 @@ func (p *Proxy) sync(ctx context.Context) error {
 			return fmt.Errorf("listing baregate's nftables objects: %w", err)
 		}
 		tx := p.nft.NewTransaction()
-		var elements []op
-		k := newKernelState(d)
-		if len(existing) == 0 && p.addElements != nil {
-			elements = coldStart(tx, d, k)
+		var k *kernelState
+		if len(existing) == 0 && p.prepareElements != nil {
+			// Cold start (see coldStart): the Services' elements are worked out and encoded while nft
+			// writes the rules, and sent once it is done.
+			tables := coldStartTables(tx, d)
+			var send func() error
+			var prepErr error
+			prepared := make(chan struct{})
+			go func() {
+				defer close(prepared)
+				k = newKernelState(d)
+				elements := coldStartElements(tables, k)
+				operations += len(elements)
+				send, prepErr = p.prepareElements(elements)
+			}()
+			err = p.runFull(ctx, tx)
+			<-prepared
+			operations += tx.NumOperations()
+			if err == nil {
+				err = prepErr
+			}
+			if err == nil {
+				err = send()
+			}
 		} else {
+			k = newKernelState(d)
 			fullTransaction(tx, d, existing)
-		}
-		operations = tx.NumOperations() + len(elements)
-		err = p.runFull(ctx, tx)
-		if err == nil && len(elements) > 0 {
-			err = p.addElements(elements)
+			operations = tx.NumOperations()
+			err = p.runFull(ctx, tx)
 		}
 		if err != nil {
 			p.kernel = nil

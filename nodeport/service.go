@@ -35,9 +35,19 @@ type serviceBuilder struct {
 type target struct {
 	addr netip.Addr
 	port int32
+	slot []string // value's cache
 }
 
 func (t target) String() string { return netip.AddrPortFrom(t.addr, uint16(t.port)).String() }
+
+// value is the target as the data of an endpoint slot: address . port. The frontends of one Service
+// port share it (elements are never modified in place).
+func (t *target) value() []string {
+	if t.slot == nil {
+		t.slot = []string{t.addr.String(), strconv.Itoa(int(t.port))}
+	}
+	return t.slot
+}
 
 // candidate is an endpoint with its port resolved for one Service port.
 type candidate struct {
@@ -288,8 +298,8 @@ func (b *serviceBuilder) frontend(t *Table, f family, ip netip.Addr, proto, port
 		t.element(vmap, key, "drop")
 		return
 	}
-	for i, ep := range eps {
-		t.element(slots, append(slices.Clip(key), strconv.Itoa(i)), ep.addr.String(), strconv.Itoa(int(ep.port)))
+	for i := range eps {
+		t.element(slots, append(slices.Clip(key), strconv.Itoa(i)), eps[i].value()...)
 	}
 	t.element(vmap, key, "goto "+pk.chain())
 	fi := familyIndex(f)
@@ -393,7 +403,7 @@ func (b *serviceBuilder) endpoints(f family, sp corev1.ServicePort) (clusterEps,
 		if !ok {
 			continue
 		}
-		all = append(all, candidate{ep, target{ep.Addr, port}})
+		all = append(all, candidate{ep, target{addr: ep.Addr, port: port}})
 	}
 	choose := func(keep func(*cluster.Endpoint) bool) []candidate {
 		var ready, terminating []candidate

@@ -38,6 +38,12 @@ func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftabl
 // elements come from k (where Services clash on a key, the winner), not from d.Tables(), whose
 // merged copy of 150k elements would cost as much again.
 func coldStart(tx *knftables.Transaction, d *Desired, k *kernelState) []op {
+	tables := coldStartTables(tx, d)
+	return coldStartElements(tables, k)
+}
+
+// coldStartTables writes coldStart's transaction and returns the tables it wrote.
+func coldStartTables(tx *knftables.Transaction, d *Desired) []*Table {
 	tables := make([]*Table, len(d.base))
 	for i, b := range d.base {
 		t := newTable(b.Family)
@@ -51,6 +57,11 @@ func coldStart(tx *knftables.Transaction, d *Desired, k *kernelState) []op {
 		tables[i] = t
 	}
 	writeTables(tx, tables, nil)
+	return tables
+}
+
+// coldStartElements returns coldStart's element ops: those of k not in the skeleton tables.
+func coldStartElements(tables []*Table, k *kernelState) []op {
 	var ops []op
 	for i, t := range tables {
 		for _, set := range sortedKeys(k.elements[i]) {
