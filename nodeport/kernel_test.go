@@ -180,27 +180,33 @@ func (l *lab) serve() {
 				}()
 			}
 		}()
-		go func() {
-			for {
-				c, err := tl.Accept()
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
-				c.Close()
-			}
-		}()
-		go func() {
-			buf := make([]byte, 100)
-			for {
-				_, from, err := ul.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(writerTo{ul, from}, "%s %s", name, from)
-			}
-		}()
+		answerEach(tl, ul, func(from net.Addr) string { return name + " " + from.String() })
 	}
+}
+
+// answerEach answers every TCP connection on tl with a line, and every UDP datagram on ul with a
+// datagram, saying answer(the client's address).
+func answerEach(tl net.Listener, ul net.PacketConn, answer func(from net.Addr) string) {
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "%s\n", answer(c.RemoteAddr()))
+			c.Close()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			_, from, err := ul.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			fmt.Fprint(writerTo{ul, from}, answer(from))
+		}
+	}()
 }
 
 type writerTo struct {
@@ -469,36 +475,17 @@ func (l *lab) serveAddresses() []string {
 			addrs = append(addrs, a)
 			var tl net.Listener
 			var ul net.PacketConn
+			var err error
 			in(l.t, ns, func() {
-				var err error
 				if tl, err = net.Listen("tcp4", a+":9090"); err == nil {
 					ul, err = net.ListenPacket("udp4", a+":9053")
 				}
-				if err != nil {
-					l.t.Fatalf("listening on %s: %v", a, err)
-				}
 			})
+			if err != nil {
+				l.t.Fatalf("listening on %s: %v", a, err)
+			}
 			l.t.Cleanup(func() { tl.Close(); ul.Close() })
-			go func() {
-				for {
-					c, err := tl.Accept()
-					if err != nil {
-						return
-					}
-					fmt.Fprintf(c, "%s\n", a)
-					c.Close()
-				}
-			}()
-			go func() {
-				buf := make([]byte, 100)
-				for {
-					_, from, err := ul.ReadFrom(buf)
-					if err != nil {
-						return
-					}
-					fmt.Fprint(writerTo{ul, from}, a)
-				}
-			}()
+			answerEach(tl, ul, func(net.Addr) string { return a })
 		}
 	}
 	return addrs
