@@ -188,3 +188,44 @@ func TestNetlinkRefusesWhatItCannotTranslate(t *testing.T) {
 		t.Errorf("pod-cidrs element: got %v, want errNotNetlink", err)
 	}
 }
+
+// TestKernelListWithNetlink checks that the netlink listing a full sync starts from names what nft
+// wrote, leftovers of an earlier run included, and leaves out a table that does not exist.
+func TestKernelListWithNetlink(t *testing.T) {
+	ns := scratchNetns(t, "l")
+	d := Build(representative().snapshot(), testOpts)
+	var err error
+	var got map[knftables.Family]existingObjects
+	in(t, ns, func() {
+		if got, err = listWithNetlink(); err != nil || len(got) != 0 {
+			return
+		}
+		var nft knftables.Interface
+		if nft, err = knftables.New("", ""); err != nil {
+			return
+		}
+		tx := nft.NewTransaction()
+		fullTransaction(tx, d, nil)
+		tx.Add(&knftables.Chain{Family: knftables.IPv4Family, Table: TableName, Name: "svc-OLD"})
+		tx.Add(&knftables.Set{Family: knftables.IPv4Family, Table: TableName, Name: "aff-OLD", Type: "ipv4_addr"})
+		tx.Add(&knftables.Map{Family: knftables.IPv4Family, Table: TableName, Name: "map-OLD", Type: "ipv4_addr : verdict"})
+		if err = nft.Run(context.Background(), tx); err != nil {
+			return
+		}
+		got, err = listWithNetlink()
+	})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("got %v, %v; want both tables listed (and none before the sync)", got, err)
+	}
+	for i, tbl := range d.Tables() {
+		want := existingObjects{Chains: sortedKeys(tbl.Chains), Sets: sortedKeys(tbl.Sets), Maps: sortedKeys(tbl.Maps)}
+		if i == 0 {
+			want.Chains = slices.Sorted(slices.Values(append(want.Chains, "svc-OLD")))
+			want.Sets = slices.Sorted(slices.Values(append(want.Sets, "aff-OLD")))
+			want.Maps = slices.Sorted(slices.Values(append(want.Maps, "map-OLD")))
+		}
+		if g := got[tbl.Family]; !slices.Equal(g.Chains, want.Chains) || !slices.Equal(g.Sets, want.Sets) || !slices.Equal(g.Maps, want.Maps) {
+			t.Errorf("%s: listed %+v; want %+v", tbl.Family, g, want)
+		}
+	}
+}

@@ -84,16 +84,7 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting nftables: %w", err)
 	}
-	// Listing goes through one Interface per table, made once: each knftables.New runs nft to probe it.
-	listers := map[knftables.Family]knftables.Interface{}
-	for _, f := range families {
-		if listers[f.nft], err = knftables.New(f.nft, TableName); err != nil {
-			return nil, fmt.Errorf("starting nftables: %w", err)
-		}
-	}
-	list := func(ctx context.Context) (map[knftables.Family]existingObjects, error) {
-		return listKernelTables(ctx, listers)
-	}
+	list := func(context.Context) (map[knftables.Family]existingObjects, error) { return listWithNetlink() }
 	p, err := newProxy(cfg, deps, nft, list, localAddresses, deleteStaleUDP)
 	if err != nil {
 		return nil, err
@@ -400,21 +391,6 @@ func Cleanup(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func listKernelTables(ctx context.Context, listers map[knftables.Family]knftables.Interface) (map[knftables.Family]existingObjects, error) {
-	out := map[knftables.Family]existingObjects{}
-	for _, f := range families {
-		all, err := listers[f.nft].ListAll(ctx)
-		if err != nil {
-			if knftables.IsNotFound(err) {
-				continue
-			}
-			return nil, fmt.Errorf("listing table %s %s: %w", f.nft, TableName, err)
-		}
-		out[f.nft] = existingObjects{Chains: all["chain"], Sets: all["set"], Maps: all["map"]}
-	}
-	return out, nil
 }
 
 func localAddresses() ([]netip.Addr, error) {
