@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -150,11 +152,14 @@ func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 	} else {
 		d.services = make(map[types.NamespacedName]*serviceRules, len(snap.Services))
 		d.Verdicts = make(map[types.NamespacedName]string, len(snap.Services))
+		var todo []*cluster.Service
 		for _, svc := range snap.Services {
 			if forwarded(svc.Service) {
-				r := piece(svc)
-				d.services[svc.Key()], d.Verdicts[svc.Key()] = r, r.verdict
+				todo = append(todo, svc)
 			}
+		}
+		for _, r := range buildAll(todo, piece) {
+			d.services[r.key], d.Verdicts[r.key] = r, r.verdict
 		}
 	}
 	d.Services = len(d.services)
@@ -194,6 +199,24 @@ func (bl *Builder) Build(snap *cluster.Snapshot, opts Options) *Desired {
 	})
 	bl.context, bl.prevSnap, bl.prev = ctx, snap, d
 	return d
+}
+
+// buildAll computes the pieces of svcs, in parallel when there are many (a cold start at 10k
+// Services spends a quarter of its time here): each piece depends only on its Service and the
+// snapshot, which nobody modifies.
+func buildAll(svcs []*cluster.Service, piece func(*cluster.Service) *serviceRules) []*serviceRules {
+	out := make([]*serviceRules, len(svcs))
+	workers := min(runtime.GOMAXPROCS(0), len(svcs)/500+1)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(svcs); i += workers {
+				out[i] = piece(svcs[i])
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // madeOf reports whether svc is made of the objects r was built from.
