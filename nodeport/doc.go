@@ -53,23 +53,23 @@
 // sync that would need nft for a pick-N rule does a full sync instead (the netlink path adds those
 // rules as bytecode and never meets this).
 //
-// Full syncs (at start, after a failure, and every --nodeport-sync-period) go through
+// Full syncs (at start, after a failure, and every --nodeport-sync-period) are written with
 // sigs.k8s.io/knftables: nft's own syntax (readable golden files, the same text an operator sees in
-// nft list), one atomic nft -f transaction, a Fake that checks references for table tests, and the
-// library kube-proxy uses. nft parses an element in about 6 µs, which at 10k Services (150k
-// elements) is most of a full sync, so a cold start (no baregate table in the kernel yet) sends the
-// rules through nft and then all the Services' elements as one netlink batch (coldStart): the first
-// step forwards nothing, since every way into a Service goes through an element, and the second
-// turns every Service on at once. A full sync over existing tables (a restart, the periodic one) is
-// still one nft transaction (its elements grouped a thousand to a command), about 2.7 s of CPU at 10k
-// Services; what it must flush and delete is listed over netlink, since nft 1.0.6 reads every
-// element to list even the names (about 2 s of CPU at 10k). Partial syncs go over netlink with
-// github.com/google/nftables, because nft reads the whole table back from the kernel before every
-// transaction, about 150 ms of CPU at 10k Services however small the change, while a netlink batch
-// costs only its own messages and is just as atomic. The netlink path assembles the same bytecode nft
-// generates for the shapes a Service's piece and the pick-N chains have (a kernel test compares nft
-// list after both); anything else (adding affinity sets, source ranges, skeleton changes) is sent
-// through nft. (Not yet done: the whole full sync over netlink, which would make restarts and the
-// periodic sync as fast as a cold start; it needs the skeleton's rules, the interval set and nft's
-// typeof user data assembled by hand.)
+// nft list), one atomic nft -f transaction (run with each set's elements grouped a thousand to a
+// command, which nft parses faster), a Fake that checks references for table tests, and the library
+// kube-proxy uses. nft parses an element in about 6 µs, which at 10k Services (150k elements) is
+// most of a full sync, so a cold start (no baregate table in the kernel yet) sends the rules
+// through nft and then all the Services' elements as one netlink batch (coldStart): the first step
+// forwards nothing, since every way into a Service goes through an element, and the second turns
+// every Service on at once. A full sync over existing tables (a restart, the periodic one) is still
+// one nft transaction, about 2.7 s of CPU at 10k Services; what it must flush and delete is listed
+// over netlink, since nft 1.0.6 reads every element to list even the names (about 2 s of CPU at
+// 10k). Partial syncs go over netlink with github.com/google/nftables, because nft reads the whole
+// table back from the kernel before every transaction, about 150 ms of CPU at 10k Services however
+// small the change, while a netlink batch costs only its own messages and is just as atomic. The
+// netlink path assembles the same bytecode nft generates for the shapes a Service's piece and the
+// pick-N chains have (a kernel test compares nft list after both); anything else (adding affinity
+// sets, source ranges, skeleton changes) is sent through nft. (Not yet done: the whole full sync
+// over netlink, which would make restarts and the periodic sync as fast as a cold start; it needs
+// the skeleton's rules, the interval set and nft's typeof user data assembled by hand.)
 package nodeport
