@@ -33,7 +33,8 @@ type Config struct {
 	TrustForwardedHeaders                                          bool
 	AccessLog                                                      bool
 	ServerHeader                                                   string
-	// DisableFastPath sends every request through net/http's Transport (a safety valve).
+	// DisableFastPath serves every request with net/http's Server and sends it through net/http's
+	// Transport (a safety valve).
 	DisableFastPath bool
 	// MinSyncInterval bounds how often the route table is rebuilt during a burst of changes.
 	MinSyncInterval time.Duration
@@ -71,7 +72,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.TrustForwardedHeaders, "ingress-trust-forwarded-headers", false, "Keep the X-Forwarded-* headers clients send (when every client comes through another proxy that sets them) instead of replacing them.")
 	fs.BoolVar(&c.AccessLog, "ingress-access-log", false, "Log every proxied request as a structured log line.")
 	fs.StringVar(&c.ServerHeader, "ingress-server-header", "baregate", "The Server header of every ingress response.")
-	fs.BoolVar(&c.DisableFastPath, "ingress-disable-fast-path", false, "Send every request through Go's standard HTTP client instead of baregate's HTTP/1.1 fast path (which serves plain HTTP/1.1 requests on pooled connections without extra goroutines).")
+	fs.BoolVar(&c.DisableFastPath, "ingress-disable-fast-path", false, "Serve every request with Go's standard HTTP server and send it through Go's standard HTTP client instead of baregate's HTTP/1.1 fast paths (which read plain HTTP/1.x requests from clients and send them on pooled backend connections without extra goroutines).")
 	fs.DurationVar(&c.MinSyncInterval, "ingress-min-sync-interval", 10*time.Millisecond, "The shortest time between two route table rebuilds; changes arriving meanwhile are applied together.")
 	c.ACME.AddFlags(fs)
 	c.Policy = DefaultPolicyConfig() // its flags take their defaults from the values they are bound to

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -79,6 +80,7 @@ type fconn struct {
 	c      net.Conn
 	br     *bufio.Reader
 	remote string
+	tls    *tls.ConnectionState // nil for plain connections
 	state  atomic.Int32
 	dl     time.Time // the read deadline set, zero for none
 	head   reqHead
@@ -97,6 +99,10 @@ var (
 func (s *ConnServer) ServeConn(c net.Conn) {
 	fc := &fconn{s: s, c: c, br: readerPool.Get().(*bufio.Reader)}
 	fc.br.Reset(c)
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState() // the handshake is done: the state does not change
+		fc.tls = &st
+	}
 	fc.head.header = make(http.Header, 8)
 	fc.w.hdr, fc.w.body = make(http.Header, 16), &fc.body
 	s.mu.Lock()
@@ -277,7 +283,7 @@ func (fc *fconn) serveOne(st *state, rt *route.Route, start time.Time) (keep boo
 	*r = http.Request{
 		Method: h.method, URL: &fc.url, Proto: proto, ProtoMajor: 1, ProtoMinor: h.minor, Header: h.header,
 		Host: h.host, RemoteAddr: fc.remote, RequestURI: h.target, ContentLength: h.contentLength, Close: h.close,
-		Body: http.NoBody,
+		Body: http.NoBody, TLS: fc.tls,
 	}
 	fc.body = bodyReader{br: fc.br, left: h.contentLength}
 	if h.contentLength > 0 {
