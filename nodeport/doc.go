@@ -42,9 +42,9 @@
 // chains through a verdict map rather than through sets of frontends by N matched by one rule per N
 // (which would need no validation on a move, but costs each new connection a lookup per distinct N,
 // and a rule, hence a validation, for each new N anyway): at 1.7 ms the O(1) dispatch is worth it.
-// A commit that deletes an element also waits in the kernel (about 12 ms of wall time here, under
-// 1 ms of CPU), so a change that shrinks or reorders a Service's slots takes that much longer than
-// one that only adds. Interval (pipapo) maps for the slots are out: 100k concatenated-range elements
+// Closing an nftables socket after a commit that deleted elements waits for the kernel to release
+// them (an RCU grace period, about 12 ms of wall time here), so partial syncs keep one socket open
+// (lastingNetlink). Interval (pipapo) maps for the slots are out: 100k concatenated-range elements
 // took 23 s of system time and ENOBUFS.
 //
 // nft 1.0.6 cannot add a rule that maps through a typeof map whose data has "th dport" once the map

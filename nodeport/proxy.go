@@ -58,6 +58,8 @@ type Proxy struct {
 	applyOps func(context.Context, []op) error
 	// runFull runs a full sync's transaction.
 	runFull func(context.Context, *knftables.Transaction) error
+	// netlink is the socket partial syncs use, when they use netlink.
+	netlink *lastingNetlink
 	// prepareElements, when set, encodes a cold start's Service elements (see coldStart) into a
 	// netlink batch and returns what sends it.
 	prepareElements func([]op) (func() error, error)
@@ -91,7 +93,8 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	}
 	p.prepareElements = prepareNetlink
 	p.runFull = runGrouped
-	p.applyOps = func(ctx context.Context, ops []op) error { return p.applyNetlinkOrNFT(ctx, ops, applyWithNetlink) }
+	p.netlink = &lastingNetlink{}
+	p.applyOps = func(ctx context.Context, ops []op) error { return p.applyNetlinkOrNFT(ctx, ops, p.netlink.apply) }
 	return p, nil
 }
 
@@ -183,6 +186,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 		logger.Error(err, "Could not enable IP forwarding; Service traffic to other nodes' endpoints will not flow")
 	}
 	defer p.health.close()
+	if p.netlink != nil {
+		defer p.netlink.close() // after the runner: only its syncs use it
+	}
 	go func() {
 		// The runner only syncs when asked; the periodic full sync needs asking too.
 		tick := time.NewTicker(p.cfg.SyncPeriod)
