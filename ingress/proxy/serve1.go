@@ -145,10 +145,10 @@ func (fc *fconn) serve() bool {
 		var rt *route.Route
 		if st != nil {
 			rt = st.table.Match(h.host, fc.url.Path)
-			if rt != nil && rt.Policy != nil && (!rt.Policy.Plain || rt.Canary != nil) || s.opts.Slow != nil && s.opts.Slow(fc.url.Path) {
-				fc.handover()
-				return true
-			}
+		}
+		if rt != nil && rt.Policy != nil && (!rt.Policy.Plain || rt.Canary != nil) || s.opts.Slow != nil && s.opts.Slow(fc.url.Path) {
+			fc.handover() // annotations that need net/http's request handling, ACME challenges
+			return true
 		}
 		fc.br.Discard(h.size) // the head is ours now
 		s.served.Add(1)
