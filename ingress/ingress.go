@@ -136,7 +136,7 @@ func (i *Ingress) Run(ctx context.Context) error {
 	i.addrs.Store(&addrs)
 	i.lst.Store(srv)
 	i.serving.Store(true)
-	errc := make(chan error, len(srv.servers))
+	errc := make(chan error, 2*len(srv.servers)) // per listener, its http.Server and the fast path's accept loop
 	srv.serve(errc)
 	select {
 	case <-ctx.Done():
