@@ -57,6 +57,76 @@ func prepareNetlink(ops []op) (send func() error, err error) {
 	}, nil
 }
 
+// prepareColdStart is prepareNetlink for coldStart's elements (those of k not in the skeleton
+// tables), encoded straight from k: going through ops cost a split key and a knftables.Element for
+// each of 150k elements at 10k Services. It returns what sends them and how many there are.
+func prepareColdStart(tables []*Table, k *kernelState) (send func() error, n int, err error) {
+	for i, t := range tables {
+		for set, els := range k.elements[i] {
+			if t.Elements[set] == nil {
+				n += len(els)
+			}
+		}
+	}
+	conn, err := nftables.New(sendBuffer(max(1<<20, 128*n)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("opening netlink: %w", err)
+	}
+	enc := elementEncoder{buf: make([]byte, 0, 32*n)}
+	els := make([]nftables.SetElement, 0, maxElementsPerMessage)
+	var fields [4]string
+	for i, t := range tables {
+		table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+		if t.Family == knftables.IPv6Family {
+			table.Family = nftables.TableFamilyIPv6
+		}
+		for _, set := range sortedKeys(k.elements[i]) {
+			if t.Elements[set] != nil {
+				continue // the skeleton's, written by nft
+			}
+			nset := &nftables.Set{Table: table, Name: set, IsMap: t.Maps[set] != nil}
+			for key, st := range k.elements[i][set] {
+				el, ok := enc.encode(set, splitInto(fields[:0], key), st.value)
+				if !ok {
+					return nil, 0, errBadElement{set, splitKey(key)}
+				}
+				nset.IsMap = nset.IsMap || st.value != nil
+				els = append(els, el)
+				if len(els) == maxElementsPerMessage {
+					if err := conn.SetAddElements(nset, els); err != nil {
+						return nil, 0, fmt.Errorf("elements of %s: %w", set, err)
+					}
+					els = els[:0]
+				}
+			}
+			if len(els) > 0 {
+				if err := conn.SetAddElements(nset, els); err != nil {
+					return nil, 0, fmt.Errorf("elements of %s: %w", set, err)
+				}
+				els = els[:0]
+			}
+		}
+	}
+	return func() error {
+		if err := conn.Flush(); err != nil {
+			return fmt.Errorf("sending %d elements over netlink: %w", n, err)
+		}
+		return nil
+	}, n, nil
+}
+
+// splitInto is splitKey appending to fields, which a caller may keep on its stack.
+func splitInto(fields []string, key string) []string {
+	for {
+		field, rest, more := strings.Cut(key, " . ")
+		fields = append(fields, field)
+		if !more {
+			return fields
+		}
+		key = rest
+	}
+}
+
 // sendBuffer sets the socket's send buffer, forced past wmem_max (root may).
 func sendBuffer(bytes int) nftables.ConnOption {
 	return nftables.WithSockOptions(func(c *netlink.Conn) error {
@@ -134,6 +204,8 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 		knftables.IPv6Family: {Name: TableName, Family: nftables.TableFamilyIPv6},
 	}
 	var pending elementRun
+	// Sized for the largest element (ip6 hairpin, or an ip6 slot with its endpoint).
+	enc := elementEncoder{buf: make([]byte, 0, 32*len(ops))}
 	for _, o := range ops {
 		if _, ok := o.obj.(*knftables.Element); !ok {
 			if err := pending.flush(conn); err != nil {
@@ -168,9 +240,9 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 			conn.AddRule(&nftables.Rule{Table: tables[obj.Family], Chain: &nftables.Chain{Name: obj.Chain, Table: tables[obj.Family]}, Exprs: exprs})
 		case *knftables.Element:
 			name := obj.Set + obj.Map
-			el, err := elementBytes(name, obj.Key, obj.Value)
-			if err != nil {
-				return err
+			el, ok := enc.encode(name, obj.Key, obj.Value)
+			if !ok {
+				return errBadElement{name, obj.Key}
 			}
 			if pending.verb != o.verb || pending.family != obj.Family || pending.set != name || len(pending.els) == maxElementsPerMessage {
 				if err := pending.flush(conn); err != nil {
@@ -389,92 +461,111 @@ func protoNumber(name string) (byte, bool) {
 // elementBytes encodes an element of one of the shared sets and maps as the kernel stores it: each
 // field of a concatenation padded to 4 bytes, addresses and ports in network order.
 func elementBytes(set string, key, value []string) (nftables.SetElement, error) {
-	var el nftables.SetElement
-	// bad is only formatted when it happens: this runs for every element of a cold start.
-	bad := errBadElement{set, key}
-	addr := func(s string) ([]byte, bool) {
-		a, err := netip.ParseAddr(s)
-		return a.AsSlice(), err == nil
+	var enc elementEncoder
+	el, ok := enc.encode(set, key, value)
+	if !ok {
+		return el, errBadElement{set, slices.Clone(key)}
 	}
-	protoPort := func(proto, port string) ([]byte, bool) {
-		p, ok := protoNumber(proto)
-		n, err := strconv.ParseUint(port, 10, 16)
-		if !ok || err != nil {
-			return nil, false
-		}
-		return []byte{p, 0, 0, 0, byte(n >> 8), byte(n), 0, 0}, true
+	return el, nil
+}
+
+// elementEncoder encodes elements into one growing arena, each element's key and data a capped
+// slice of it: a cold start encodes 150k elements, and a few allocations per element (then their
+// collection) were a large part of its time. Verdicts are shared per chain.
+type elementEncoder struct {
+	buf      []byte
+	verdicts map[string]*expr.Verdict
+}
+
+// bytes returns what was appended to the arena since start, capped so that later appends cannot
+// overwrite it (an append that moves the arena leaves earlier slices on the old array, still valid).
+func (e *elementEncoder) bytes(start int) []byte {
+	return e.buf[start:len(e.buf):len(e.buf)]
+}
+
+func (e *elementEncoder) addr(s string) bool {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return false
 	}
-	slot := func(s string) ([]byte, bool) {
-		n, err := strconv.ParseUint(s, 10, 32)
-		return binaryutil.NativeEndian.PutUint32(uint32(n)), err == nil
+	if a.Is4() {
+		b := a.As4()
+		e.buf = append(e.buf, b[:]...)
+	} else {
+		b := a.As16()
+		e.buf = append(e.buf, b[:]...)
 	}
+	return true
+}
+
+func (e *elementEncoder) protoPort(proto, port string) bool {
+	p, ok := protoNumber(proto)
+	n, err := strconv.ParseUint(port, 10, 16)
+	if !ok || err != nil {
+		return false
+	}
+	e.buf = append(e.buf, p, 0, 0, 0, byte(n>>8), byte(n), 0, 0)
+	return true
+}
+
+func (e *elementEncoder) slot(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 32)
+	e.buf = binary.NativeEndian.AppendUint32(e.buf, uint32(n))
+	return err == nil
+}
+
+// encode is elementBytes without the error (which would make key escape for every element).
+func (e *elementEncoder) encode(set string, key, value []string) (el nftables.SetElement, ok bool) {
+	start := len(e.buf)
 	switch {
 	case set == mapFrontendEndpoints && len(key) == 4:
-		a, ok1 := addr(key[0])
-		pp, ok2 := protoPort(key[1], key[2])
-		sl, ok3 := slot(key[3])
-		if !ok1 || !ok2 || !ok3 {
-			return el, bad
-		}
-		el.Key = slices.Concat(a, pp, sl)
+		ok = e.addr(key[0]) && e.protoPort(key[1], key[2]) && e.slot(key[3])
 	case set == mapNodePortEndpoints && len(key) == 3:
-		pp, ok1 := protoPort(key[0], key[1])
-		sl, ok2 := slot(key[2])
-		if !ok1 || !ok2 {
-			return el, bad
-		}
-		el.Key = slices.Concat(pp, sl)
+		ok = e.protoPort(key[0], key[1]) && e.slot(key[2])
 	case (set == mapServiceIPs || set == mapNoEndpointIPs || set == setExternalMasq) && len(key) == 3:
-		a, ok1 := addr(key[0])
-		pp, ok2 := protoPort(key[1], key[2])
-		if !ok1 || !ok2 {
-			return el, bad
-		}
-		el.Key = append(a, pp...)
+		ok = e.addr(key[0]) && e.protoPort(key[1], key[2])
 	case (set == mapServiceNodePorts || set == mapNoEndpointPorts || set == setNodePortMasq) && len(key) == 2:
-		pp, ok := protoPort(key[0], key[1])
-		if !ok {
-			return el, bad
-		}
-		el.Key = pp
+		ok = e.protoPort(key[0], key[1])
 	case set == setClusterIPs && len(key) == 1:
-		a, ok := addr(key[0])
-		if !ok {
-			return el, bad
-		}
-		el.Key = a
+		ok = e.addr(key[0])
 	case set == setHairpin && len(key) == 2:
-		a, ok1 := addr(key[0])
-		b, ok2 := addr(key[1])
-		if !ok1 || !ok2 {
-			return el, bad
-		}
-		el.Key = append(a, b...)
-	default:
-		return el, bad
+		ok = e.addr(key[0]) && e.addr(key[1])
 	}
+	if !ok {
+		return el, false
+	}
+	el.Key = e.bytes(start)
 	switch {
 	case len(value) == 0:
 	case len(value) == 1 && value[0] == "drop":
 		el.VerdictData = &expr.Verdict{Kind: expr.VerdictDrop}
 	case len(value) == 2 && (set == mapFrontendEndpoints || set == mapNodePortEndpoints):
 		// address . port, the port padded to 4 bytes
-		a, ok := addr(value[0])
+		start = len(e.buf)
 		n, err := strconv.ParseUint(value[1], 10, 16)
-		if !ok || err != nil {
-			return el, bad
+		if !e.addr(value[0]) || err != nil {
+			return el, false
 		}
-		el.Val = append(a, byte(n>>8), byte(n), 0, 0)
+		e.buf = append(e.buf, byte(n>>8), byte(n), 0, 0)
+		el.Val = e.bytes(start)
 	case len(value) == 1:
-		kind, chain, _ := strings.Cut(value[0], " ")
-		if kind != "goto" && kind != "jump" || chain == "" {
-			return el, bad
+		v := e.verdicts[value[0]]
+		if v == nil {
+			kind, chain, _ := strings.Cut(value[0], " ")
+			if kind != "goto" && kind != "jump" || chain == "" {
+				return el, false
+			}
+			v = verdictExpr(kind, chain)
+			if e.verdicts == nil {
+				e.verdicts = map[string]*expr.Verdict{}
+			}
+			e.verdicts[value[0]] = v
 		}
-		el.VerdictData = verdictExpr(kind, chain)
+		el.VerdictData = v
 	default:
-		return el, bad
+		return el, false
 	}
-	return el, nil
+	return el, true
 }
 
 // listWithNetlink names the chains, sets and maps of both tables, as listKernelTables does through

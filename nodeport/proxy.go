@@ -61,8 +61,8 @@ type Proxy struct {
 	// netlink is the socket partial syncs use, when they use netlink.
 	netlink *lastingNetlink
 	// prepareElements, when set, encodes a cold start's Service elements (see coldStart) into a
-	// netlink batch and returns what sends it.
-	prepareElements func([]op) (func() error, error)
+	// netlink batch and returns what sends it and how many elements it holds.
+	prepareElements func([]*Table, *kernelState) (func() error, int, error)
 	seenSlices      map[types.UID]string
 	reported        map[Problem]bool
 
@@ -91,7 +91,7 @@ func New(cfg Config, deps cluster.Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.prepareElements = prepareNetlink
+	p.prepareElements = prepareColdStart
 	p.runFull = runGrouped
 	p.netlink = &lastingNetlink{}
 	p.applyOps = func(ctx context.Context, ops []op) error { return p.applyNetlinkOrNFT(ctx, ops, p.netlink.apply) }
@@ -295,9 +295,9 @@ func (p *Proxy) sync(ctx context.Context) error {
 			go func() {
 				defer close(prepared)
 				k = newKernelState(d)
-				elements := coldStartElements(tables, k)
-				operations += len(elements)
-				send, prepErr = p.prepareElements(elements)
+				var n int
+				send, n, prepErr = p.prepareElements(tables, k)
+				operations += n
 			}()
 			err = p.runFull(ctx, tx)
 			<-prepared

@@ -298,26 +298,53 @@ type elementClaim struct {
 	value []string
 }
 
-// newKernelState describes the tables a full sync of d leaves.
+// newKernelState describes the tables a full sync of d leaves. At 10k Services that is 150k
+// elements, so the maps are sized up front and the elements' states and first claims come from two
+// slabs rather than two allocations each (most elements have one owner).
 func newKernelState(d *Desired) *kernelState {
 	k := &kernelState{d: d}
-	for i := range k.elements {
-		k.elements[i] = map[string]map[string]*elementState{}
+	pieces := make([][2]*Table, 0, len(d.services)+1)
+	pieces = append(pieces, d.base)
+	keys := d.serviceKeys()
+	for _, key := range keys {
+		pieces = append(pieces, d.services[key].tables)
 	}
-	claim := func(i int, owner types.NamespacedName, t *Table) {
-		for set, els := range t.Elements {
-			for key, e := range els {
-				st := k.state(i, set, key)
-				st.claim(owner, e.Value)
+	total := 0
+	for i := range k.elements {
+		sizes := map[string]int{}
+		for _, p := range pieces {
+			for set, els := range p[i].Elements {
+				sizes[set] += len(els)
+				total += len(els)
 			}
 		}
+		k.elements[i] = make(map[string]map[string]*elementState, len(sizes))
+		for set, n := range sizes {
+			k.elements[i][set] = make(map[string]*elementState, n)
+		}
 	}
-	for i, b := range d.base {
-		claim(i, baseOwner, b)
-	}
-	for _, key := range d.serviceKeys() {
-		for i, t := range d.services[key].tables {
-			claim(i, key, t)
+	states := make([]elementState, total)
+	claims := make([]elementClaim, total)
+	next := 0
+	for pi, p := range pieces {
+		owner := baseOwner
+		if pi > 0 {
+			owner = keys[pi-1]
+		}
+		for i, t := range p {
+			for set, els := range t.Elements {
+				m := k.elements[i][set]
+				for key, e := range els {
+					st := m[key]
+					if st == nil {
+						st = &states[next]
+						st.owners = claims[next : next : next+1]
+						next++
+						m[key] = st
+					}
+					st.claim(owner, e.Value)
+				}
+			}
 		}
 	}
 	for i := range k.elements {
