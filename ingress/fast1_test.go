@@ -358,6 +358,14 @@ func TestFastPathTLS(t *testing.T) {
 	if served, _ := h.fastStats(); served-served0 != 3 {
 		t.Fatalf("fast path served %d requests over TLS, want 3", served-served0)
 	}
+	// The handover of a TLS connection: net/http reads the decrypted bytes the fast path buffered.
+	rc.send("POST /tls-chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /tls-after HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := rc.read("POST"); resp.StatusCode != 200 || !strings.HasPrefix(body, "POST /tls-chunked ? [abc]") || !strings.HasSuffix(body, "xfp=https") {
+		t.Fatalf("after the TLS handover: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := rc.read("GET"); resp.StatusCode != 200 || !strings.HasPrefix(body, "GET /tls-after") {
+		t.Fatalf("the next request after the TLS handover: %d %q", resp.StatusCode, body)
+	}
 	resp, err := tlsClient("").Get(h.httpsURL + "/h2")
 	if err != nil {
 		t.Fatal(err)
