@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -57,57 +58,73 @@ func prepareNetlink(ops []op) (send func() error, err error) {
 	}, nil
 }
 
-// prepareColdStart is prepareNetlink for coldStart's elements (those of k not in the skeleton
-// tables), encoded straight from k: going through ops cost a split key and a knftables.Element for
-// each of 150k elements at 10k Services. It returns what sends them and how many there are.
-func prepareColdStart(tables []*Table, k *kernelState) (send func() error, n int, err error) {
-	for i, t := range tables {
-		for set, els := range k.elements[i] {
-			if t.Elements[set] == nil {
-				n += len(els)
-			}
+// prepareColdStart works out the kernel state a full sync of d leaves (see buildKernelState) and
+// encodes coldStart's elements, those of the state not in the skeleton tables, straight from it as
+// each set is complete: going through ops cost a split key and a knftables.Element for each of 150k
+// elements at 10k Services. It returns the state, what sends the elements and how many there are.
+func prepareColdStart(d *Desired, tables []*Table) (k *kernelState, send func() error, n int, err error) {
+	type encoded struct {
+		i     int
+		set   string
+		isMap bool
+		els   []nftables.SetElement
+	}
+	var mu sync.Mutex
+	var sets []encoded
+	k = buildKernelState(d, func(i int, set string, states map[string]*elementState) {
+		t := tables[i]
+		if t.Elements[set] != nil || len(states) == 0 {
+			return // the skeleton's, written by nft
 		}
+		enc := elementEncoder{buf: make([]byte, 0, 32*len(states))}
+		out := encoded{i: i, set: set, isMap: t.Maps[set] != nil, els: make([]nftables.SetElement, 0, len(states))}
+		var fields [4]string
+		var bad error
+		for key, st := range states {
+			el, ok := enc.encode(set, splitInto(fields[:0], key), st.value)
+			if !ok {
+				bad = errBadElement{set, splitKey(key)}
+				break
+			}
+			out.isMap = out.isMap || st.value != nil
+			out.els = append(out.els, el)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		sets = append(sets, out)
+		if bad != nil && err == nil {
+			err = bad
+		}
+	})
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	slices.SortFunc(sets, func(a, b encoded) int {
+		if a.i != b.i {
+			return a.i - b.i
+		}
+		return strings.Compare(a.set, b.set)
+	})
+	for _, s := range sets {
+		n += len(s.els)
 	}
 	conn, err := nftables.New(sendBuffer(max(1<<20, 128*n)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("opening netlink: %w", err)
+		return nil, nil, 0, fmt.Errorf("opening netlink: %w", err)
 	}
-	enc := elementEncoder{buf: make([]byte, 0, 32*n)}
-	els := make([]nftables.SetElement, 0, maxElementsPerMessage)
-	var fields [4]string
-	for i, t := range tables {
+	for _, s := range sets {
 		table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
-		if t.Family == knftables.IPv6Family {
+		if tables[s.i].Family == knftables.IPv6Family {
 			table.Family = nftables.TableFamilyIPv6
 		}
-		for _, set := range sortedKeys(k.elements[i]) {
-			if t.Elements[set] != nil {
-				continue // the skeleton's, written by nft
-			}
-			nset := &nftables.Set{Table: table, Name: set, IsMap: t.Maps[set] != nil}
-			for key, st := range k.elements[i][set] {
-				el, ok := enc.encode(set, splitInto(fields[:0], key), st.value)
-				if !ok {
-					return nil, 0, errBadElement{set, splitKey(key)}
-				}
-				nset.IsMap = nset.IsMap || st.value != nil
-				els = append(els, el)
-				if len(els) == maxElementsPerMessage {
-					if err := conn.SetAddElements(nset, els); err != nil {
-						return nil, 0, fmt.Errorf("elements of %s: %w", set, err)
-					}
-					els = els[:0]
-				}
-			}
-			if len(els) > 0 {
-				if err := conn.SetAddElements(nset, els); err != nil {
-					return nil, 0, fmt.Errorf("elements of %s: %w", set, err)
-				}
-				els = els[:0]
+		nset := &nftables.Set{Table: table, Name: s.set, IsMap: s.isMap}
+		for chunk := range slices.Chunk(s.els, maxElementsPerMessage) {
+			if err := conn.SetAddElements(nset, chunk); err != nil {
+				return nil, nil, 0, fmt.Errorf("elements of %s: %w", s.set, err)
 			}
 		}
 	}
-	return func() error {
+	return k, func() error {
 		if err := conn.Flush(); err != nil {
 			return fmt.Errorf("sending %d elements over netlink: %w", n, err)
 		}

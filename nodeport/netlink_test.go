@@ -129,16 +129,19 @@ func TestKernelNetlinkPartialSyncMatchesNFT(t *testing.T) {
 		if i == 0 {
 			step.name = "cold start"
 			d := bl.Build(w.snapshot(), testOpts)
-			k = newKernelState(d)
 			in(t, live, func() {
 				var nft knftables.Interface
 				if nft, err = knftables.New("", ""); err != nil {
 					return
 				}
 				tx := nft.NewTransaction()
-				elements := coldStart(tx, d, k)
+				tables := coldStart(tx, d)
+				var send func() error
+				if k, send, _, err = prepareColdStart(d, tables); err != nil {
+					return
+				}
 				if err = nft.Run(ctx, tx); err == nil {
-					err = applyWithNetlink(elements)
+					err = send()
 				}
 			})
 		} else {

@@ -61,8 +61,9 @@ type Proxy struct {
 	// netlink is the socket partial syncs use, when they use netlink.
 	netlink *lastingNetlink
 	// prepareElements, when set, encodes a cold start's Service elements (see coldStart) into a
-	// netlink batch and returns what sends it and how many elements it holds.
-	prepareElements func([]*Table, *kernelState) (func() error, int, error)
+	// netlink batch and returns the kernel state after the sync, what sends the batch and how many
+	// elements it holds.
+	prepareElements func(*Desired, []*Table) (*kernelState, func() error, int, error)
 	seenSlices      map[types.UID]string
 	reported        map[Problem]bool
 
@@ -288,15 +289,14 @@ func (p *Proxy) sync(ctx context.Context) error {
 		if len(existing) == 0 && p.prepareElements != nil {
 			// Cold start (see coldStart): the Services' elements are worked out and encoded while nft
 			// writes the rules, and sent once it is done.
-			tables := coldStartTables(tx, d)
+			tables := coldStart(tx, d)
 			var send func() error
 			var prepErr error
 			prepared := make(chan struct{})
 			go func() {
 				defer close(prepared)
-				k = newKernelState(d)
 				var n int
-				send, n, prepErr = p.prepareElements(tables, k)
+				k, send, n, prepErr = p.prepareElements(d, tables)
 				operations += n
 			}()
 			err = p.runFull(ctx, tx)
