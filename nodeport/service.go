@@ -175,8 +175,12 @@ func (b *serviceBuilder) build(t *Table, f family) []string {
 			summaries = append(summaries, summary+"no endpoints, reject")
 			continue
 		}
-		for _, ep := range append(clusterEps, localEps...) {
-			t.element(setHairpin, []string{ep.addr.String(), ep.addr.String()})
+		for _, eps := range [2][]target{clusterEps, localEps} {
+			for i := range eps {
+				// value caches the address string for the endpoint's slots below.
+				a := eps[i].value()[0]
+				t.element(setHairpin, []string{a, a})
+			}
 		}
 		hasExternal := len(externalIPs) > 0 || len(lbIPs) > 0 || nodePort != ""
 		if b.fast() {
@@ -185,15 +189,17 @@ func (b *serviceBuilder) build(t *Table, f family) []string {
 				internal = localEps
 			}
 			for _, ip := range clusterIPs {
-				b.frontend(t, f, ip, proto, port, internal)
-				t.element(setClusterIPs, []string{ip.String()})
+				a := ip.String()
+				b.frontend(t, f, a, proto, port, internal)
+				t.element(setClusterIPs, []string{a})
 			}
 			for _, ip := range append(externalIPs, lbIPs...) {
-				b.frontend(t, f, ip, proto, port, clusterEps)
-				t.element(setExternalMasq, []string{ip.String(), proto, port})
+				a := ip.String()
+				b.frontend(t, f, a, proto, port, clusterEps)
+				t.element(setExternalMasq, []string{a, proto, port})
 			}
 			if nodePort != "" {
-				b.frontend(t, f, netip.Addr{}, proto, nodePort, clusterEps)
+				b.frontend(t, f, "", proto, nodePort, clusterEps)
 				t.element(setNodePortMasq, []string{proto, nodePort})
 			}
 			summary += fmt.Sprintf("%d endpoints (%d local)", len(clusterEps), len(localEps))
@@ -284,14 +290,14 @@ func (b *serviceBuilder) fast() bool {
 }
 
 // frontend adds one fast-path frontend (ip . proto . port, or proto . port for a NodePort when ip is
-// not valid): a slot element per endpoint, and the dispatch to the pick chain for their number, or a
-// drop when there are none (internalTrafficPolicy Local without local endpoints).
-func (b *serviceBuilder) frontend(t *Table, f family, ip netip.Addr, proto, port string, eps []target) {
-	pk := pick{nodePort: !ip.IsValid(), n: len(eps)}
+// ""): a slot element per endpoint, and the dispatch to the pick chain for their number, or a drop
+// when there are none (internalTrafficPolicy Local without local endpoints).
+func (b *serviceBuilder) frontend(t *Table, f family, ip, proto, port string, eps []target) {
+	pk := pick{nodePort: ip == "", n: len(eps)}
 	key := []string{proto, port}
 	vmap, slots := mapServiceNodePorts, mapNodePortEndpoints
-	if ip.IsValid() {
-		key = []string{ip.String(), proto, port}
+	if ip != "" {
+		key = []string{ip, proto, port}
 		vmap, slots = mapServiceIPs, mapFrontendEndpoints
 	}
 	if len(eps) == 0 {
@@ -393,7 +399,7 @@ func (b *serviceBuilder) pick(t *Table, f family, chain, spid, proto string, eps
 // narrowed to this zone when every endpoint carries topology hints, and stripped of endpoints on
 // nodes the gossip declares dead unless that would leave none.
 func (b *serviceBuilder) endpoints(f family, sp corev1.ServicePort) (clusterEps, localEps []target) {
-	var all []candidate
+	all := make([]candidate, 0, len(b.svc.Endpoints))
 	for i := range b.svc.Endpoints {
 		ep := &b.svc.Endpoints[i]
 		if !f.is(ep.Addr) {
@@ -406,7 +412,8 @@ func (b *serviceBuilder) endpoints(f family, sp corev1.ServicePort) (clusterEps,
 		all = append(all, candidate{ep, target{addr: ep.Addr, port: port}})
 	}
 	choose := func(keep func(*cluster.Endpoint) bool) []candidate {
-		var ready, terminating []candidate
+		ready := make([]candidate, 0, len(all))
+		var terminating []candidate
 		for _, c := range all {
 			switch {
 			case !keep(c.ep):
@@ -422,7 +429,7 @@ func (b *serviceBuilder) endpoints(f family, sp corev1.ServicePort) (clusterEps,
 		return terminating
 	}
 	narrow := func(in []candidate, keep func(*cluster.Endpoint) bool) []candidate {
-		var out []candidate
+		out := make([]candidate, 0, len(in))
 		for _, c := range in {
 			if keep(c.ep) {
 				out = append(out, c)
@@ -439,6 +446,7 @@ func (b *serviceBuilder) endpoints(f family, sp corev1.ServicePort) (clusterEps,
 		cl = narrow(cl, func(ep *cluster.Endpoint) bool { return contains(ep.ZoneHints, b.zone) })
 	}
 	loc := choose(func(ep *cluster.Endpoint) bool { return ep.NodeName == b.snap.NodeName })
+	clusterEps = make([]target, 0, len(cl))
 	for _, c := range cl {
 		clusterEps = append(clusterEps, c.t)
 	}
