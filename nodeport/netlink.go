@@ -108,24 +108,16 @@ func prepareColdStart(d *Desired, tables []*Table) (k *kernelState, send func() 
 	for _, s := range sets {
 		n += len(s.els)
 	}
-	conn, err := nftables.New(sendBuffer(max(1<<20, 128*n)))
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("opening netlink: %w", err)
-	}
+	var batch setElemBatch
 	for _, s := range sets {
 		table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
 		if tables[s.i].Family == knftables.IPv6Family {
 			table.Family = nftables.TableFamilyIPv6
 		}
-		nset := &nftables.Set{Table: table, Name: s.set, IsMap: s.isMap}
-		for chunk := range slices.Chunk(s.els, maxElementsPerMessage) {
-			if err := conn.SetAddElements(nset, chunk); err != nil {
-				return nil, nil, 0, fmt.Errorf("elements of %s: %w", s.set, err)
-			}
-		}
+		batch.add(&nftables.Set{Table: table, Name: s.set, IsMap: s.isMap}, s.els)
 	}
 	return k, func() error {
-		if err := conn.Flush(); err != nil {
+		if err := batch.send(); err != nil {
 			return fmt.Errorf("sending %d elements over netlink: %w", n, err)
 		}
 		return nil
@@ -146,19 +138,21 @@ func splitInto(fields []string, key string) []string {
 
 // sendBuffer sets the socket's send buffer, forced past wmem_max (root may).
 func sendBuffer(bytes int) nftables.ConnOption {
-	return nftables.WithSockOptions(func(c *netlink.Conn) error {
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bytes)
-		}); err != nil {
-			return err
-		}
-		return serr
-	})
+	return nftables.WithSockOptions(func(c *netlink.Conn) error { return forceSendBuffer(c, bytes) })
+}
+
+func forceSendBuffer(c *netlink.Conn, bytes int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bytes)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // lastingNetlink sends partial syncs over one socket kept open between them. Closing an nftables

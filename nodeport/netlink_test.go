@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -230,5 +231,22 @@ func TestKernelListWithNetlink(t *testing.T) {
 		if g := got[tbl.Family]; !slices.Equal(g.Chains, want.Chains) || !slices.Equal(g.Sets, want.Sets) || !slices.Equal(g.Maps, want.Maps) {
 			t.Errorf("%s: listed %+v; want %+v", tbl.Family, g, want)
 		}
+	}
+}
+
+// TestKernelSetElemBatchReportsErrors checks that a cold start's hand-written element batch fails
+// when the kernel refuses it (here: a set that does not exist) rather than waiting or passing.
+func TestKernelSetElemBatchReportsErrors(t *testing.T) {
+	ns := scratchNetns(t, "e")
+	var batch setElemBatch
+	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+	el, err := elementBytes(setClusterIPs, []string{"198.19.0.1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch.add(&nftables.Set{Table: table, Name: setClusterIPs}, []nftables.SetElement{el})
+	in(t, ns, func() { err = batch.send() })
+	if err == nil {
+		t.Fatal("adding an element to a table that does not exist: no error")
 	}
 }
