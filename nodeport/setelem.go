@@ -135,4 +135,3 @@ func (w *setElemBatch) send() error {
 	}
 	return nil
 }
-
