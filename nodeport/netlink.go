@@ -59,15 +59,14 @@ func prepareNetlink(ops []op) (send func() error, err error) {
 }
 
 // prepareColdStart works out the kernel state a full sync of d leaves (see buildKernelState) and
-// encodes coldStart's elements, those of the state not in the skeleton tables, straight from it as
-// each set is complete: going through ops cost a split key and a knftables.Element for each of 150k
-// elements at 10k Services. It returns the state, what sends the elements and how many there are.
+// encodes coldStart's elements, those of the state not in the skeleton tables, straight from it
+// into netlink messages as each set is complete (see setElemBatch). It returns the state, what
+// sends the elements and how many there are.
 func prepareColdStart(d *Desired, tables []*Table) (k *kernelState, send func() error, n int, err error) {
 	type encoded struct {
-		i     int
-		set   string
-		isMap bool
-		els   []nftables.SetElement
+		i    int
+		set  string
+		msgs []netlink.Message
 	}
 	var mu sync.Mutex
 	var sets []encoded
@@ -76,22 +75,24 @@ func prepareColdStart(d *Desired, tables []*Table) (k *kernelState, send func() 
 		if t.Elements[set] != nil || len(states) == 0 {
 			return // the skeleton's, written by nft
 		}
-		enc := elementEncoder{buf: make([]byte, 0, 32*len(states))}
-		out := encoded{i: i, set: set, isMap: t.Maps[set] != nil, els: make([]nftables.SetElement, 0, len(states))}
+		w := setElemBatch{family: nftables.TableFamilyIPv4, set: set}
+		if t.Family == knftables.IPv6Family {
+			w.family = nftables.TableFamilyIPv6
+		}
+		var enc elementEncoder
 		var fields [4]string
 		var bad error
 		for key, st := range states {
-			el, ok := enc.encode(set, splitInto(fields[:0], key), st.value)
-			if !ok {
+			if !w.element(&enc, splitInto(fields[:0], key), st.value) {
 				bad = errBadElement{set, splitKey(key)}
 				break
 			}
-			out.isMap = out.isMap || st.value != nil
-			out.els = append(out.els, el)
 		}
+		w.finish()
 		mu.Lock()
 		defer mu.Unlock()
-		sets = append(sets, out)
+		sets = append(sets, encoded{i, set, w.msgs})
+		n += len(states)
 		if bad != nil && err == nil {
 			err = bad
 		}
@@ -105,19 +106,12 @@ func prepareColdStart(d *Desired, tables []*Table) (k *kernelState, send func() 
 		}
 		return strings.Compare(a.set, b.set)
 	})
+	var msgs []netlink.Message
 	for _, s := range sets {
-		n += len(s.els)
-	}
-	var batch setElemBatch
-	for _, s := range sets {
-		table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
-		if tables[s.i].Family == knftables.IPv6Family {
-			table.Family = nftables.TableFamilyIPv6
-		}
-		batch.add(&nftables.Set{Table: table, Name: s.set, IsMap: s.isMap}, s.els)
+		msgs = append(msgs, s.msgs...)
 	}
 	return k, func() error {
-		if err := batch.send(); err != nil {
+		if err := sendBatch(msgs); err != nil {
 			return fmt.Errorf("sending %d elements over netlink: %w", n, err)
 		}
 		return nil
@@ -528,55 +522,81 @@ func (e *elementEncoder) slot(s string) bool {
 // encode is elementBytes without the error (which would make key escape for every element).
 func (e *elementEncoder) encode(set string, key, value []string) (el nftables.SetElement, ok bool) {
 	start := len(e.buf)
-	switch {
-	case set == mapFrontendEndpoints && len(key) == 4:
-		ok = e.addr(key[0]) && e.protoPort(key[1], key[2]) && e.slot(key[3])
-	case set == mapNodePortEndpoints && len(key) == 3:
-		ok = e.protoPort(key[0], key[1]) && e.slot(key[2])
-	case (set == mapServiceIPs || set == mapNoEndpointIPs || set == setExternalMasq) && len(key) == 3:
-		ok = e.addr(key[0]) && e.protoPort(key[1], key[2])
-	case (set == mapServiceNodePorts || set == mapNoEndpointPorts || set == setNodePortMasq) && len(key) == 2:
-		ok = e.protoPort(key[0], key[1])
-	case set == setClusterIPs && len(key) == 1:
-		ok = e.addr(key[0])
-	case set == setHairpin && len(key) == 2:
-		ok = e.addr(key[0]) && e.addr(key[1])
-	}
-	if !ok {
+	if !e.key(set, key) {
 		return el, false
 	}
 	el.Key = e.bytes(start)
 	switch {
 	case len(value) == 0:
-	case len(value) == 1 && value[0] == "drop":
-		el.VerdictData = &expr.Verdict{Kind: expr.VerdictDrop}
-	case len(value) == 2 && (set == mapFrontendEndpoints || set == mapNodePortEndpoints):
-		// address . port, the port padded to 4 bytes
+	case isEndpoint(set, value):
 		start = len(e.buf)
-		n, err := strconv.ParseUint(value[1], 10, 16)
-		if !e.addr(value[0]) || err != nil {
+		if !e.endpoint(value) {
 			return el, false
 		}
-		e.buf = append(e.buf, byte(n>>8), byte(n), 0, 0)
 		el.Val = e.bytes(start)
-	case len(value) == 1:
-		v := e.verdicts[value[0]]
-		if v == nil {
-			kind, chain, _ := strings.Cut(value[0], " ")
-			if kind != "goto" && kind != "jump" || chain == "" {
-				return el, false
-			}
-			v = verdictExpr(kind, chain)
-			if e.verdicts == nil {
-				e.verdicts = map[string]*expr.Verdict{}
-			}
-			e.verdicts[value[0]] = v
-		}
-		el.VerdictData = v
 	default:
-		return el, false
+		if el.VerdictData, ok = e.verdict(value); !ok {
+			return el, false
+		}
 	}
 	return el, true
+}
+
+// key appends the key of an element of set to the arena.
+func (e *elementEncoder) key(set string, key []string) bool {
+	switch {
+	case set == mapFrontendEndpoints && len(key) == 4:
+		return e.addr(key[0]) && e.protoPort(key[1], key[2]) && e.slot(key[3])
+	case set == mapNodePortEndpoints && len(key) == 3:
+		return e.protoPort(key[0], key[1]) && e.slot(key[2])
+	case (set == mapServiceIPs || set == mapNoEndpointIPs || set == setExternalMasq) && len(key) == 3:
+		return e.addr(key[0]) && e.protoPort(key[1], key[2])
+	case (set == mapServiceNodePorts || set == mapNoEndpointPorts || set == setNodePortMasq) && len(key) == 2:
+		return e.protoPort(key[0], key[1])
+	case set == setClusterIPs && len(key) == 1:
+		return e.addr(key[0])
+	case set == setHairpin && len(key) == 2:
+		return e.addr(key[0]) && e.addr(key[1])
+	}
+	return false
+}
+
+// isEndpoint reports whether value is an endpoint slot's data rather than a verdict.
+func isEndpoint(set string, value []string) bool {
+	return len(value) == 2 && (set == mapFrontendEndpoints || set == mapNodePortEndpoints)
+}
+
+// endpoint appends an endpoint slot's data, address . port, the port padded to 4 bytes.
+func (e *elementEncoder) endpoint(value []string) bool {
+	n, err := strconv.ParseUint(value[1], 10, 16)
+	if err != nil || !e.addr(value[0]) {
+		return false
+	}
+	e.buf = append(e.buf, byte(n>>8), byte(n), 0, 0)
+	return true
+}
+
+// verdict returns a verdict map element's data, one per distinct value.
+func (e *elementEncoder) verdict(value []string) (*expr.Verdict, bool) {
+	if len(value) != 1 {
+		return nil, false
+	}
+	if v := e.verdicts[value[0]]; v != nil {
+		return v, true
+	}
+	v := &expr.Verdict{Kind: expr.VerdictDrop}
+	if value[0] != "drop" {
+		kind, chain, _ := strings.Cut(value[0], " ")
+		if kind != "goto" && kind != "jump" || chain == "" {
+			return nil, false
+		}
+		v = verdictExpr(kind, chain)
+	}
+	if e.verdicts == nil {
+		e.verdicts = map[string]*expr.Verdict{}
+	}
+	e.verdicts[value[0]] = v
+	return v, true
 }
 
 // listWithNetlink names the chains, sets and maps of both tables, as listKernelTables does through

@@ -238,14 +238,13 @@ func TestKernelListWithNetlink(t *testing.T) {
 // when the kernel refuses it (here: a set that does not exist) rather than waiting or passing.
 func TestKernelSetElemBatchReportsErrors(t *testing.T) {
 	ns := scratchNetns(t, "e")
-	var batch setElemBatch
-	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
-	el, err := elementBytes(setClusterIPs, []string{"198.19.0.1"}, nil)
-	if err != nil {
-		t.Fatal(err)
+	batch := setElemBatch{family: nftables.TableFamilyIPv4, set: setClusterIPs}
+	if !batch.element(&elementEncoder{}, []string{"198.19.0.1"}, nil) {
+		t.Fatal("cannot encode a cluster-ips element")
 	}
-	batch.add(&nftables.Set{Table: table, Name: setClusterIPs}, []nftables.SetElement{el})
-	in(t, ns, func() { err = batch.send() })
+	batch.finish()
+	var err error
+	in(t, ns, func() { err = sendBatch(batch.msgs) })
 	if err == nil {
 		t.Fatal("adding an element to a table that does not exist: no error")
 	}

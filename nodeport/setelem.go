@@ -9,13 +9,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// setElemBatch is a netlink batch of element adds written straight into one buffer per message.
-// google/nftables marshals each element through a dozen small attribute slices and buffers: at a
-// cold start's 150k elements that was about 60 MB of garbage and a tenth of a second of CPU on the
-// critical path. It writes the attributes in the layout that library (and nft) sends.
+// setElemBatch writes the netlink messages that add elements to one set, encoded (elementEncoder)
+// straight into one buffer per message. google/nftables marshals each element through a dozen
+// small attribute slices and buffers: at a cold start's 150k elements that was about 60 MB of
+// garbage and a tenth of a second of CPU on the critical path. The layout is the one that library
+// (and nft) sends.
 type setElemBatch struct {
-	msgs []netlink.Message
-	b    []byte // the message being written
+	family nftables.TableFamily
+	set    string
+	msgs   []netlink.Message
+	b      []byte // the message being written
+	list   int    // where its element list starts
+	n      int    // and how many elements it has
 }
 
 // attr starts an attribute and returns where, for end.
@@ -47,82 +52,99 @@ func (w *setElemBatch) stringAttr(typ uint16, s string) {
 	w.end(at)
 }
 
-// add queues messages adding els to set, up to maxElementsPerMessage elements each.
-func (w *setElemBatch) add(set *nftables.Set, els []nftables.SetElement) {
-	for len(els) > 0 {
-		chunk := els[:min(len(els), maxElementsPerMessage)]
-		els = els[len(chunk):]
-		size := 64 + len(set.Name) + len(set.Table.Name)
-		for _, el := range chunk {
-			size += 64 + len(el.Key) + len(el.Val)
-			if el.VerdictData != nil {
-				size += len(el.VerdictData.Chain)
-			}
-		}
-		w.b = make([]byte, 0, size)
-		w.b = append(w.b, byte(set.Table.Family), unix.NFNETLINK_V0, 0, 0)
-		w.stringAttr(unix.NFTA_SET_ELEM_LIST_SET, set.Name)
-		w.bytesAttr(unix.NFTA_SET_ELEM_LIST_SET_ID, binary.BigEndian.AppendUint32(nil, set.ID))
-		w.stringAttr(unix.NFTA_SET_ELEM_LIST_TABLE, set.Table.Name)
-		list := w.attr(unix.NFTA_SET_ELEM_LIST_ELEMENTS | unix.NLA_F_NESTED)
-		for i, el := range chunk {
-			item := w.attr(uint16(i+1) | unix.NLA_F_NESTED)
-			key := w.attr(unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED)
-			w.bytesAttr(unix.NFTA_DATA_VALUE, el.Key)
-			w.end(key)
-			switch {
-			case el.VerdictData != nil:
-				data := w.attr(unix.NFTA_SET_ELEM_DATA | unix.NLA_F_NESTED)
-				verdict := w.attr(unix.NFTA_DATA_VERDICT | unix.NLA_F_NESTED)
-				w.bytesAttr(unix.NFTA_VERDICT_CODE, binary.BigEndian.AppendUint32(nil, uint32(el.VerdictData.Kind)))
-				if el.VerdictData.Chain != "" {
-					w.stringAttr(unix.NFTA_VERDICT_CHAIN, el.VerdictData.Chain)
-				}
-				w.end(verdict)
-				w.end(data)
-			case len(el.Val) > 0:
-				data := w.attr(unix.NFTA_SET_ELEM_DATA | unix.NLA_F_NESTED)
-				w.bytesAttr(unix.NFTA_DATA_VALUE, el.Val)
-				w.end(data)
-			}
-			w.end(item)
-		}
-		w.end(list)
-		w.msgs = append(w.msgs, netlink.Message{
-			Header: netlink.Header{
-				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM),
-				Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
-			},
-			Data: w.b,
-		})
-		w.b = nil
+// element adds one element, encoded by enc; false if enc cannot encode it.
+func (w *setElemBatch) element(enc *elementEncoder, key, value []string) bool {
+	if w.b == nil || w.n == maxElementsPerMessage {
+		w.finish()
+		w.b = make([]byte, 0, 64<<10)
+		w.b = append(w.b, byte(w.family), unix.NFNETLINK_V0, 0, 0)
+		w.stringAttr(unix.NFTA_SET_ELEM_LIST_SET, w.set)
+		w.stringAttr(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+		w.list, w.n = w.attr(unix.NFTA_SET_ELEM_LIST_ELEMENTS|unix.NLA_F_NESTED), 0
 	}
+	w.n++
+	item := w.attr(uint16(w.n) | unix.NLA_F_NESTED)
+	keyAttr := w.attr(unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED)
+	if !w.encoded(unix.NFTA_DATA_VALUE, enc, func() bool { return enc.key(w.set, key) }) {
+		return false
+	}
+	w.end(keyAttr)
+	switch {
+	case len(value) == 0:
+	case isEndpoint(w.set, value):
+		data := w.attr(unix.NFTA_SET_ELEM_DATA | unix.NLA_F_NESTED)
+		if !w.encoded(unix.NFTA_DATA_VALUE, enc, func() bool { return enc.endpoint(value) }) {
+			return false
+		}
+		w.end(data)
+	default:
+		v, ok := enc.verdict(value)
+		if !ok {
+			return false
+		}
+		data := w.attr(unix.NFTA_SET_ELEM_DATA | unix.NLA_F_NESTED)
+		verdict := w.attr(unix.NFTA_DATA_VERDICT | unix.NLA_F_NESTED)
+		w.bytesAttr(unix.NFTA_VERDICT_CODE, binary.BigEndian.AppendUint32(nil, uint32(v.Kind)))
+		if v.Chain != "" {
+			w.stringAttr(unix.NFTA_VERDICT_CHAIN, v.Chain)
+		}
+		w.end(verdict)
+		w.end(data)
+	}
+	w.end(item)
+	return true
 }
 
-// send sends the messages as one batch, which the kernel applies atomically, over a socket of the
+// encoded writes an attribute whose payload encode appends to enc's arena, lent the message.
+func (w *setElemBatch) encoded(typ uint16, enc *elementEncoder, encode func() bool) bool {
+	at := w.attr(typ)
+	enc.buf = w.b
+	ok := encode()
+	w.b, enc.buf = enc.buf, nil
+	w.end(at)
+	return ok
+}
+
+// finish closes the message being written, if any.
+func (w *setElemBatch) finish() {
+	if w.b == nil {
+		return
+	}
+	w.end(w.list)
+	w.msgs = append(w.msgs, netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM),
+			Flags: netlink.Request | netlink.Acknowledge | netlink.Create,
+		},
+		Data: w.b,
+	})
+	w.b = nil
+}
+
+// sendBatch sends msgs as one batch, which the kernel applies atomically, over a socket of the
 // calling thread's network namespace, and waits for every message's acknowledgement.
-func (w *setElemBatch) send() error {
+func sendBatch(msgs []netlink.Message) error {
 	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
 		return fmt.Errorf("opening netlink: %w", err)
 	}
 	defer conn.Close()
 	size := 0
-	for _, m := range w.msgs {
+	for _, m := range msgs {
 		size += 16 + len(m.Data)
 	}
 	if err := forceSendBuffer(conn, max(1<<20, 2*size)); err != nil {
 		return fmt.Errorf("sizing the netlink send buffer: %w", err)
 	}
 	batchHeader := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}
-	msgs := make([]netlink.Message, 0, len(w.msgs)+2)
-	msgs = append(msgs, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: batchHeader})
-	msgs = append(msgs, w.msgs...)
-	msgs = append(msgs, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request}, Data: batchHeader})
-	if _, err := conn.SendMessages(msgs); err != nil {
+	batch := make([]netlink.Message, 0, len(msgs)+2)
+	batch = append(batch, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: batchHeader})
+	batch = append(batch, msgs...)
+	batch = append(batch, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request}, Data: batchHeader})
+	if _, err := conn.SendMessages(batch); err != nil {
 		return fmt.Errorf("sending: %w", err)
 	}
-	for acks := 0; acks < len(w.msgs); {
+	for acks := 0; acks < len(msgs); {
 		replies, err := conn.Receive()
 		if err != nil {
 			return err
