@@ -61,7 +61,13 @@
 // most of a full sync, so a cold start (no baregate table in the kernel yet) sends the rules
 // through nft and then all the Services' elements as one netlink batch (coldStart): the first step
 // forwards nothing, since every way into a Service goes through an element, and the second turns
-// every Service on at once. A full sync over existing tables (a restart, the periodic one) is still
+// every Service on at once. While nft runs, the kernel state is built set by set on every core and
+// each set's elements are written straight into netlink messages (prepareColdStart, setElemBatch:
+// google/nftables' own marshalling allocated about 60 MB for them). At 10k Services x 10 endpoints
+// a cold start takes about 0.6 s of wall time and 1.0 s of CPU on two cores (BenchmarkKernelSync):
+// Build about 0.2 s of wall time on both cores, the kernel state and encoding about 0.15 s after
+// nft, and the kernel's insert of the 152k elements about 0.24 s of CPU in the sending thread,
+// which is now the largest single step. A full sync over existing tables (a restart, the periodic one) is still
 // one nft transaction, about 2.7 s of CPU at 10k Services; what it must flush and delete is listed
 // over netlink, since nft 1.0.6 reads every element to list even the names (about 2 s of CPU at
 // 10k). Partial syncs go over netlink with github.com/google/nftables, because nft reads the whole

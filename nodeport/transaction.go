@@ -37,7 +37,7 @@ func fullTransaction(tx *knftables.Transaction, d *Desired, existing map[knftabl
 // (dispatch maps, cluster-ips, masquerade sets, hairpin, endpoint slots), so nothing is forwarded
 // until the second step adds all of them at once, which is what one transaction would have done
 // from empty tables. nft spends about 6 µs parsing each element, so at 10k Services (150k elements)
-// the split takes a full sync from about 4 s to about 1.4 s of CPU. It returns the tables written.
+// the split takes a full sync from about 4 s to about 1 s of CPU. It returns the tables written.
 func coldStart(tx *knftables.Transaction, d *Desired) []*Table {
 	tables := make([]*Table, len(d.base))
 	for i, b := range d.base {
