@@ -9,11 +9,14 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/knftables"
@@ -247,5 +250,40 @@ func TestKernelSetElemBatchReportsErrors(t *testing.T) {
 	in(t, ns, func() { err = sendBatch(batch.msgs) })
 	if err == nil {
 		t.Fatal("adding an element to a table that does not exist: no error")
+	}
+}
+
+// TestSetElemBatchSplitsLongLists checks that ip6 slot elements, too large for a thousand to fit
+// one netlink attribute, are spread over messages whose attributes all decode, none lost.
+func TestSetElemBatchSplitsLongLists(t *testing.T) {
+	w := setElemBatch{family: nftables.TableFamilyIPv6, set: mapFrontendEndpoints}
+	var enc elementEncoder
+	const n = 3000
+	for i := range n {
+		key := []string{"2001:db8::1", "tcp", "80", strconv.Itoa(i)}
+		if !w.element(&enc, key, []string{fmt.Sprintf("2001:db8:1::%x", i), "8080"}) {
+			t.Fatalf("cannot encode %v", key)
+		}
+	}
+	w.finish()
+	got := 0
+	for _, m := range w.msgs {
+		attrs, err := netlink.UnmarshalAttributes(m.Data[4:])
+		if err != nil {
+			t.Fatalf("message of %d bytes: %v", len(m.Data), err)
+		}
+		for _, a := range attrs {
+			if a.Type&^unix.NLA_F_NESTED != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+				continue
+			}
+			els, err := netlink.UnmarshalAttributes(a.Data)
+			if err != nil {
+				t.Fatalf("element list: %v", err)
+			}
+			got += len(els)
+		}
+	}
+	if got != n {
+		t.Errorf("the messages hold %d elements, want %d", got, n)
 	}
 }

@@ -52,9 +52,15 @@ func (w *setElemBatch) stringAttr(typ uint16, s string) {
 	w.end(at)
 }
 
+// maxElementListBytes bounds a message's element list so that one more element (at most a few
+// hundred bytes, with a verdict's chain name) keeps it under the 64 KiB an attribute may hold.
+const maxElementListBytes = 60 << 10
+
 // element adds one element, encoded by enc; false if enc cannot encode it.
 func (w *setElemBatch) element(enc *elementEncoder, key, value []string) bool {
-	if w.b == nil || w.n == maxElementsPerMessage {
+	// A message's element list is one attribute, whose length has 16 bits: ip6 slot elements are
+	// about 70 bytes, so fewer than maxElementsPerMessage of them fit.
+	if w.b == nil || w.n == maxElementsPerMessage || len(w.b)-w.list > maxElementListBytes {
 		w.finish()
 		w.b = make([]byte, 0, 64<<10)
 		w.b = append(w.b, byte(w.family), unix.NFNETLINK_V0, 0, 0)
