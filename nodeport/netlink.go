@@ -249,7 +249,8 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 			if !ok {
 				return errBadElement{name, obj.Key}
 			}
-			if pending.verb != o.verb || pending.family != obj.Family || pending.set != name || len(pending.els) == maxElementsPerMessage {
+			if pending.verb != o.verb || pending.family != obj.Family || pending.set != name ||
+				len(pending.els) == maxElementsPerMessage || pending.bytes > maxElementListBytes {
 				if err := pending.flush(conn); err != nil {
 					return err
 				}
@@ -257,6 +258,12 @@ func queueNetlink(conn netlinkConn, ops []op) error {
 					nft: &nftables.Set{Table: tables[obj.Family], Name: name, IsMap: obj.Map != ""}}
 			}
 			pending.els = append(pending.els, el)
+			// What the element adds to the message's list attribute (see maxElementListBytes):
+			// headers, key, data and a verdict's chain name, each padded.
+			pending.bytes += 32 + len(el.Key) + len(el.Val)
+			if el.VerdictData != nil {
+				pending.bytes += len(el.VerdictData.Chain) + 4
+			}
 			continue
 		case *knftables.Set:
 			// Only deletes (a Service leaving the chain path drops its affinity sets): adding one
@@ -285,6 +292,7 @@ type elementRun struct {
 	set    string
 	nft    *nftables.Set
 	els    []nftables.SetElement
+	bytes  int // an upper bound of their encoded size
 }
 
 func (r *elementRun) flush(conn netlinkConn) error {
@@ -297,7 +305,7 @@ func (r *elementRun) flush(conn netlinkConn) error {
 	} else {
 		err = conn.SetDeleteElements(r.nft, r.els)
 	}
-	r.els = nil
+	r.els, r.bytes = nil, 0
 	if err != nil {
 		return fmt.Errorf("elements of %s: %w", r.set, err)
 	}

@@ -287,3 +287,42 @@ func TestSetElemBatchSplitsLongLists(t *testing.T) {
 		t.Errorf("the messages hold %d elements, want %d", got, n)
 	}
 }
+
+// elementCounter is a netlinkConn that records the element messages queueNetlink makes.
+type elementCounter struct {
+	netlinkConn
+	sizes []int // per message, an upper bound of its element list's encoded size
+	total int
+}
+
+func (c *elementCounter) SetAddElements(_ *nftables.Set, els []nftables.SetElement) error {
+	size := 0
+	for _, el := range els {
+		size += 20 + len(el.Key) + len(el.Val)
+	}
+	c.sizes = append(c.sizes, size)
+	c.total += len(els)
+	return nil
+}
+
+// TestQueueNetlinkSplitsLongLists is TestSetElemBatchSplitsLongLists for partial syncs.
+func TestQueueNetlinkSplitsLongLists(t *testing.T) {
+	var ops []op
+	const n = 3000
+	for i := range n {
+		ops = append(ops, op{verbAdd, &knftables.Element{Family: knftables.IPv6Family, Table: TableName, Map: mapFrontendEndpoints,
+			Key: []string{"2001:db8::1", "tcp", "80", strconv.Itoa(i)}, Value: []string{fmt.Sprintf("2001:db8:1::%x", i), "8080"}}})
+	}
+	var c elementCounter
+	if err := queueNetlink(&c, ops); err != nil {
+		t.Fatal(err)
+	}
+	if c.total != n {
+		t.Errorf("queued %d elements, want %d", c.total, n)
+	}
+	for _, s := range c.sizes {
+		if s > 65535 {
+			t.Errorf("an element message's list takes %d bytes, more than an attribute holds", s)
+		}
+	}
+}
