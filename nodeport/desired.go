@@ -99,9 +99,11 @@ type Chain struct {
 	Rules []string
 }
 
-// Element is one set or map element; Value is nil in sets.
+// Element is one set or map element, whose key is its key in Table.Elements (the fields joined by
+// " . "; see splitKey); Value is nil in sets. The key is not kept split as well: at 10k Services
+// that was 150k slices, a large part of the heap the garbage collector scans during a sync.
 type Element struct {
-	Key, Value []string
+	Value []string
 }
 
 func newTable(family knftables.Family) *Table {
@@ -135,7 +137,7 @@ func (t *Table) vmap(m knftables.Map) {
 }
 
 func (t *Table) element(set string, key []string, value ...string) {
-	e := Element{Key: key}
+	var e Element
 	if len(value) > 0 {
 		e.Value = value
 	}

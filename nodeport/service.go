@@ -305,7 +305,10 @@ func (b *serviceBuilder) frontend(t *Table, f family, ip, proto, port string, ep
 		return
 	}
 	for i := range eps {
-		t.element(slots, append(slices.Clip(key), strconv.Itoa(i)), eps[i].value()...)
+		var slot [4]string // on the stack: element keeps only the joined key
+		n := copy(slot[:], key)
+		slot[n] = strconv.Itoa(i)
+		t.element(slots, slot[:n+1], eps[i].value()...)
 	}
 	t.element(vmap, key, "goto "+pk.chain())
 	fi := familyIndex(f)

@@ -97,7 +97,7 @@ func writeTables(tx *knftables.Transaction, tables []*Table, existing map[knftab
 		// endpoint maps deleted above come back.
 		for _, set := range sortedKeys(t.Elements) {
 			for _, k := range sortedKeys(t.Elements[set]) {
-				ops = append(ops, op{verbAdd, elementObject(t, set, t.Elements[set][k])})
+				ops = append(ops, op{verbAdd, elementObject(t, set, k, t.Elements[set][k].Value)})
 			}
 		}
 		addOps(tx, ops)
@@ -241,9 +241,9 @@ func appendTableDeletes(ops []op, t, old *Table) []op {
 	return ops
 }
 
-func elementObject(t *Table, set string, e Element) *knftables.Element {
-	el := &knftables.Element{Family: t.Family, Table: TableName, Key: e.Key, Value: e.Value}
-	if t.Maps[set] != nil || e.Value != nil {
+func elementObject(t *Table, set, key string, value []string) *knftables.Element {
+	el := &knftables.Element{Family: t.Family, Table: TableName, Key: splitKey(key), Value: value}
+	if t.Maps[set] != nil || value != nil {
 		el.Map = set
 	} else {
 		el.Set = set
@@ -477,11 +477,11 @@ func (k *kernelState) diff(d *Desired) []op {
 			want = st.winner()
 		}
 		if st.present && (!wanted || !slices.Equal(st.value, want)) {
-			elDeletes = append(elDeletes, op{verbDelete, elementObject(t, c.set, Element{Key: splitKey(c.key), Value: st.value})})
+			elDeletes = append(elDeletes, op{verbDelete, elementObject(t, c.set, c.key, st.value)})
 			st.present = false
 		}
 		if wanted && !st.present {
-			elAdds = append(elAdds, op{verbAdd, elementObject(t, c.set, Element{Key: splitKey(c.key), Value: want})})
+			elAdds = append(elAdds, op{verbAdd, elementObject(t, c.set, c.key, want)})
 			st.present, st.value = true, want
 		}
 		if !wanted {
