@@ -371,6 +371,11 @@ func (k *kernelState) state(i int, set, key string) *elementState {
 }
 
 func (st *elementState) claim(owner types.NamespacedName, value []string) {
+	// buildKernelState claims in owner order: most claims go last.
+	if n := len(st.owners); n == 0 || compareKeys(st.owners[n-1].owner, owner) < 0 {
+		st.owners = append(st.owners, elementClaim{owner, value})
+		return
+	}
 	i, found := slices.BinarySearchFunc(st.owners, owner, func(c elementClaim, o types.NamespacedName) int { return compareKeys(c.owner, o) })
 	if found {
 		st.owners[i].value = value
