@@ -64,12 +64,12 @@
 // every Service on at once. While nft runs, the kernel state is built set by set on every core and
 // each set's elements are written straight into netlink messages (prepareColdStart, setElemBatch:
 // google/nftables' own marshalling allocated about 60 MB for them). At 10k Services x 10 endpoints
-// a cold start takes 0.6-0.7 s of wall time and 0.9-1.1 s of CPU on two cores at a load of about 1
-// (BenchmarkKernelSync): Build about 0.2 s of wall time on both cores, the kernel state and
+// a cold start takes 0.55-0.6 s of wall time and about 0.9 s of CPU on two cores at a load of about
+// 1 (BenchmarkKernelSync): Build 0.15-0.2 s of wall time on both cores, the kernel state and
 // encoding about 0.15 s after nft, and the kernel's insert of the 152k elements about 0.24 s of CPU
 // in the sending thread. Go's garbage collection of the 100-200 MB heap is about 0.3 s of that CPU
-// (with GOGC=off the same run takes 0.43 s of wall time): Build's per-element strings and maps are
-// what is left to shrink. A full sync over existing tables (a restart, the periodic one) is still
+// (with GOGC=off the same run takes 0.43 s of wall time and 0.56 s of CPU): Build's per-element
+// strings and maps are what is left to shrink. A full sync over existing tables (a restart, the periodic one) is still
 // one nft transaction, about 2.7 s of CPU at 10k Services; what it must flush and delete is listed
 // over netlink, since nft 1.0.6 reads every element to list even the names (about 2 s of CPU at
 // 10k). Partial syncs go over netlink with github.com/google/nftables, because nft reads the whole
