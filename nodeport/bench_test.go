@@ -92,12 +92,12 @@ func benchNetns(b *testing.B) netns.NsHandle {
 	return h
 }
 
-// BenchmarkKernelSync programs n Services x 10 endpoints into a fresh network namespace from a cold
-// start (full), then measures one Service's change with all of them present (partial), from the
+// BenchmarkKernelSync programs n Services x 10 endpoints ($BAREGATE_BENCH_SIZES, default
+// 1000,10000) into a fresh network namespace from a cold start (full), then measures one Service's change with all of them present (partial), from the
 // changed EndpointSlice (one cluster.Builder, as the gateway keeps) to the kernel. Besides wall time
 // it reports CPU time (this process and the nft it runs), which a loaded machine inflates less.
 func BenchmarkKernelSync(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range benchSizes(b, 1000, 10000) {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			ns := benchNetns(b)
 			w := scaleWorld(n)

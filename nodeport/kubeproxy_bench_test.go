@@ -38,17 +38,7 @@ import (
 func BenchmarkVsKubeProxy(b *testing.B) {
 	testutil.RequireRoot(b)
 	testutil.RequireTool(b, "etcd", "nft", "ip")
-	sizes := []int{1000, 10000, 30000}
-	if s := os.Getenv("BAREGATE_BENCH_SIZES"); s != "" {
-		sizes = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(f)
-			if err != nil {
-				b.Fatalf("BAREGATE_BENCH_SIZES: %v", err)
-			}
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := benchSizes(b, 1000, 10000, 30000)
 	ctx := context.Background()
 	cpNS := fmt.Sprintf("npkp%d", os.Getpid())
 	mustRun(b, "ip", "netns", "add", cpNS)
@@ -217,6 +207,23 @@ func createScale(b *testing.B, client kubernetes.Interface, from, n int) {
 	if firstErr != nil {
 		b.Fatal(firstErr)
 	}
+}
+
+// benchSizes is $BAREGATE_BENCH_SIZES (comma-separated Service counts), or def.
+func benchSizes(b *testing.B, def ...int) []int {
+	s := os.Getenv("BAREGATE_BENCH_SIZES")
+	if s == "" {
+		return def
+	}
+	var sizes []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			b.Fatalf("BAREGATE_BENCH_SIZES: %v", err)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
 }
 
 // changeOne removes one endpoint from Service s00000's slice (or puts it back), the one-change case.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -21,6 +22,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/knftables"
 
+	"github.com/baregate/baregate/internal/cluster"
 	"github.com/baregate/baregate/internal/testutil"
 )
 
@@ -324,5 +326,38 @@ func TestQueueNetlinkSplitsLongLists(t *testing.T) {
 		if s > 65535 {
 			t.Errorf("an element message's list takes %d bytes, more than an attribute holds", s)
 		}
+	}
+}
+
+// TestKernelColdStartOfManyServices programs 30k Services x 10 endpoints from a cold start: the batch
+// of about 400k elements is acknowledged message by message, more acknowledgements than a default
+// receive buffer holds, which once failed the sync with ENOBUFS although the kernel applied it.
+func TestKernelColdStartOfManyServices(t *testing.T) {
+	if testing.Short() {
+		t.Skip("programs 30k Services (a few seconds); skipped with -short")
+	}
+	ns := scratchNetns(t, "m")
+	const n = 30000
+	w := scaleWorld(n)
+	var p *Proxy
+	var err error
+	in(t, ns, func() { p, err = New(Config{MasqueradeBit: 14, HealthzTimeout: time.Minute}, cluster.Deps{}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Update(w.builder().Build(1, time.Now()))
+	in(t, ns, func() { err = p.sync(context.Background()) })
+	if err != nil {
+		t.Fatalf("cold start of %d Services: %v", n, err)
+	}
+	var out []byte
+	in(t, ns, func() { out, err = exec.Command("nft", "list", "map", "ip", TableName, "frontend-endpoints").Output() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each Service has one ClusterIP frontend with a slot per endpoint.
+	_, elements, _ := strings.Cut(string(out), "elements = {")
+	if got, want := strings.Count(elements, " : "), n*10; got != want {
+		t.Errorf("frontend-endpoints holds %d elements after the cold start, want %d", got, want)
 	}
 }

@@ -139,7 +139,7 @@ func sendBatch(msgs []netlink.Message) error {
 	for _, m := range msgs {
 		size += 16 + len(m.Data)
 	}
-	if err := forceSendBuffer(conn, max(1<<20, 2*size)); err != nil {
+	if err := forceBuffers(conn, max(1<<20, 2*size)); err != nil {
 		return fmt.Errorf("sizing the netlink send buffer: %w", err)
 	}
 	batchHeader := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}
