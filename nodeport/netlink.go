@@ -43,7 +43,7 @@ func prepareNetlink(ops []op) (send func() error, err error) {
 	// The batch goes out in one sendmsg, which fails with EMSGSIZE beyond the socket's send buffer: a
 	// full table's elements are megabytes, so the buffer is sized to the batch as nft does (forced,
 	// since root may exceed wmem_max).
-	conn, err := nftables.New(sendBuffer(max(1<<20, 128*len(ops))))
+	conn, err := nftables.New(batchBuffers(max(1<<20, 128*len(ops))))
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
@@ -130,8 +130,8 @@ func splitInto(fields []string, key string) []string {
 	}
 }
 
-// sendBuffer sizes the socket's buffers for a batch of about the given bytes (see forceBuffers).
-func sendBuffer(bytes int) nftables.ConnOption {
+// batchBuffers sizes the socket's buffers for a batch of about the given bytes (see forceBuffers).
+func batchBuffers(bytes int) nftables.ConnOption {
 	return nftables.WithSockOptions(func(c *netlink.Conn) error { return forceBuffers(c, bytes) })
 }
 
@@ -175,7 +175,7 @@ const partialSendBuffer = 16 << 20
 // namespace, and dropped after any error (with whatever the failed batch left queued in it).
 func (l *lastingNetlink) apply(ops []op) error {
 	if l.conn == nil {
-		c, err := nftables.New(nftables.AsLasting(), sendBuffer(partialSendBuffer))
+		c, err := nftables.New(nftables.AsLasting(), batchBuffers(partialSendBuffer))
 		if err != nil {
 			return fmt.Errorf("opening netlink: %w", err)
 		}
