@@ -10,7 +10,7 @@ BIN := bin
 # file (the image test checks the binary is static).
 LAB_PKGS := nftables conntrack iproute2 etcd-server iputils-ping curl
 TEST_PKGS := $(LAB_PKGS) chromium file
-BENCH_PKGS := wrk nginx-light haproxy openssl
+BENCH_PKGS := wrk nginx-light haproxy openssl linux-perf
 GO_TEST_FLAGS ?= -count=1 -timeout 60m
 # Sizes of the nodeport benchmark against kube-proxy; 30k spends most of its time creating objects.
 NODEPORT_BENCH_SIZES ?= 1000,10000,30000
