@@ -108,21 +108,9 @@ func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, 
 	// one turns out stale (as net/http's Transport does), which spares it the liveness check.
 	check := out.Body != nil || !idempotent(out.Method)
 	for attempt := 0; ; attempt++ {
-		c := ep.idle.get(time.Now(), check)
-		reused := c != nil
-		if c != nil {
-			// A pooled connection may have served a route with other timeouts.
-			itc := c.c.(*idleTimeoutConn)
-			itc.read, itc.write = to.read, to.send
-		} else {
-			nc, err := p.dial(out.Context(), ep.hostport, to)
-			if err != nil {
-				return nil, err
-			}
-			c = &h1Conn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}
-			if tc, ok := nc.(*idleTimeoutConn).Conn.(*net.TCPConn); ok {
-				c.raw, _ = tc.SyscallConn()
-			}
+		c, reused, err := p.upstreamConn(out.Context(), ep, to, time.Now(), check)
+		if err != nil {
+			return nil, err
 		}
 		resp, err := p.exchange(c, out, ep.hostport)
 		if err == nil {
@@ -136,6 +124,26 @@ func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, 
 	}
 }
 
+// upstreamConn returns a pooled connection to ep (checked for liveness if check is set) or a new one,
+// and whether it was pooled.
+func (p *Proxy) upstreamConn(ctx context.Context, ep *endpoint, to timeouts, now time.Time, check bool) (*h1Conn, bool, error) {
+	if c := ep.idle.get(now, check); c != nil {
+		// A pooled connection may have served a route with other timeouts.
+		itc := c.c.(*idleTimeoutConn)
+		itc.read, itc.write = to.read, to.send
+		return c, true, nil
+	}
+	nc, err := p.dial(ctx, ep.hostport, to)
+	if err != nil {
+		return nil, false, err
+	}
+	c := &h1Conn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}
+	if tc, ok := nc.(*idleTimeoutConn).Conn.(*net.TCPConn); ok {
+		c.raw, _ = tc.SyscallConn()
+	}
+	return c, false, nil
+}
+
 func (p *Proxy) exchange(c *h1Conn, out *http.Request, hostport string) (*http.Response, error) {
 	if err := writeRequest(c.bw, out, hostport); err != nil {
 		return nil, err
@@ -147,15 +155,21 @@ func (p *Proxy) exchange(c *h1Conn, out *http.Request, hostport string) (*http.R
 		stop := context.AfterFunc(ctx, func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
 		defer stop()
 	}
+	resp, err := readFinal(c, out)
+	if err != nil && out.Context().Err() != nil {
+		return nil, out.Context().Err()
+	}
+	return resp, err
+}
+
+// readFinal reads the response to out from c, skipping informational ones (103 Early Hints), which
+// are not forwarded.
+func readFinal(c *h1Conn, out *http.Request) (*http.Response, error) {
 	for {
 		resp, err := c.rh.readResponse(c.br, out)
 		if err != nil {
-			if out.Context().Err() != nil {
-				return nil, out.Context().Err()
-			}
 			return nil, err
 		}
-		// Informational responses (103 Early Hints) are not forwarded; the final one follows.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			continue
 		}

@@ -48,7 +48,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveRoute serves r by rt, the route of st that matches it (nil for none), and records it. It
 // returns whether the response was cut short, which the server must tell by aborting the connection.
 func (h *handler) serveRoute(w http.ResponseWriter, r *http.Request, st *state, rt *route.Route, start time.Time) bool {
-	p := h.p
 	if st == nil {
 		h.plain(w, http.StatusServiceUnavailable, "no route table yet")
 		return false
@@ -69,18 +68,34 @@ func (h *handler) serveRoute(w http.ResponseWriter, r *http.Request, st *state, 
 	} else {
 		used, code, upstream, sent, received, aborted = h.servePolicy(w, r, st, rt)
 	}
-	rs := st.routes[used.ID]
-	rs.codes[codeSlot(code)].Add(1)
-	rs.bytesOut.Add(uint64(sent))
-	rs.bytesIn.Add(uint64(received))
+	h.record(st.routes[used.ID], used, reqLine{r.RemoteAddr, r.Method, r.Host, r.RequestURI, r.Proto}, outcome{code, upstream, sent, received, aborted}, start)
+	return aborted
+}
+
+// reqLine is what the access log says about a request.
+type reqLine struct{ client, method, host, uri, proto string }
+
+// outcome is how a request went: the status sent, the endpoint used and the body bytes sent and
+// received; aborted when the response was cut short.
+type outcome struct {
+	code           int
+	upstream       string
+	sent, received int64
+	aborted        bool
+}
+
+// record counts a request in its route's metrics and writes its access log line.
+func (h *handler) record(rs *routeStats, used *route.Route, r reqLine, o outcome, start time.Time) {
+	rs.codes[codeSlot(o.code)].Add(1)
+	rs.bytesOut.Add(uint64(o.sent))
+	rs.bytesIn.Add(uint64(o.received))
 	elapsed := time.Since(start)
 	rs.latency.Observe(elapsed.Seconds())
-	if p.opts.AccessLog {
-		p.opts.Logger.Info("Request", "client", r.RemoteAddr, "method", r.Method, "host", r.Host, "uri", r.RequestURI,
-			"proto", r.Proto, "status", code, "bytesSent", sent, "bytesReceived", received, "duration", elapsed,
-			"ingress", used.Ingress.String(), "service", used.Backend.Service.String(), "upstream", upstream, "aborted", aborted)
+	if h.p.opts.AccessLog {
+		h.p.opts.Logger.Info("Request", "client", r.client, "method", r.method, "host", r.host, "uri", r.uri,
+			"proto", r.proto, "status", o.code, "bytesSent", o.sent, "bytesReceived", o.received, "duration", elapsed,
+			"ingress", used.Ingress.String(), "service", used.Backend.Service.String(), "upstream", o.upstream, "aborted", o.aborted)
 	}
-	return aborted
 }
 
 // servePlain serves a route whose Ingress sets no per-request annotation: only ingress-nginx's

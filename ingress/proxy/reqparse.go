@@ -31,6 +31,7 @@ type reqHead struct {
 	contentLength  int64  // 0 when absent
 	close          bool   // the connection ends after this request
 	size           int    // bytes of the head, through its empty line
+	fields         string // the header field lines, CRLF between them, for the direct lane
 	header         http.Header
 	vals           []string // backing of header's single values
 }
@@ -58,6 +59,7 @@ func parseHead(b []byte, h *reqHead) headParse {
 	s := string(b[:n-2]) // every line with its CRLF, without the empty one
 	h.size = n
 	line, rest, _ := strings.Cut(s, "\r\n")
+	h.fields = rest
 	if !h.requestLine(line) {
 		return headSlow
 	}

@@ -43,6 +43,18 @@ func (w *fastRW) reset(r *http.Request) {
 
 func (w *fastRW) Header() http.Header { return w.hdr }
 
+// suppressed reports the fields net/http's server drops from a response with status code, which
+// has no body (RFC 9110 8.6, and RFC 9110 15.4.5 for a 304's Content-Type).
+func suppressed(code int, key string) bool {
+	switch key {
+	case "Content-Length", "Transfer-Encoding":
+		return !bodyAllowed(code)
+	case "Content-Type":
+		return code == http.StatusNotModified
+	}
+	return false
+}
+
 func bodyAllowed(code int) bool {
 	return !(code >= 100 && code < 200 || code == http.StatusNoContent || code == http.StatusNotModified)
 }
@@ -169,21 +181,9 @@ func (w *fastRW) commit(final bool, next []byte) {
 		delete(w.hdr, "Connection")
 	}
 	bw := w.bw
-	if w.code == http.StatusOK {
-		bw.WriteString("HTTP/1.1 200 OK\r\n")
-	} else {
-		bw.WriteString("HTTP/1.1 ")
-		bw.Write(strconv.AppendInt(w.scratch[:0], int64(w.code), 10))
-		bw.WriteByte(' ')
-		text := http.StatusText(w.code)
-		if text == "" {
-			text = "status code " + strconv.Itoa(w.code)
-		}
-		bw.WriteString(text)
-		bw.WriteString("\r\n")
-	}
+	writeStatusLine(bw, w.req.ProtoMinor, w.code)
 	for k, vs := range w.hdr {
-		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) || suppressed(w.code, k) {
 			continue
 		}
 		for _, v := range vs {
@@ -195,7 +195,7 @@ func (w *fastRW) commit(final bool, next []byte) {
 		bw.WriteString(httpDate(time.Now()))
 		bw.WriteString("\r\n")
 	}
-	if _, ok := w.hdr["Content-Type"]; !ok && !w.noBody && len(w.hdr["Content-Encoding"]) == 0 {
+	if _, ok := w.hdr["Content-Type"]; !ok && !w.noBody && w.hdr.Get("Content-Encoding") == "" {
 		first := w.pending
 		if len(first) == 0 {
 			first = next
@@ -212,16 +212,46 @@ func (w *fastRW) commit(final bool, next []byte) {
 	if w.chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}
-	switch {
-	case w.closeAfter:
-		bw.WriteString("Connection: close\r\n")
-	case w.req.ProtoMinor == 0:
-		bw.WriteString("Connection: keep-alive\r\n")
-	}
+	writeConnection(bw, w.req.ProtoMinor, w.closeAfter)
 	bw.WriteString("\r\n")
 	if len(w.pending) > 0 {
 		_ = w.writeBody(w.pending)
 		w.pending = w.pending[:0]
+	}
+}
+
+// writeStatusLine writes the status line as net/http's server does, in the request's HTTP version
+// and with its own reason phrase.
+func writeStatusLine(bw *bufio.Writer, minor, code int) {
+	if minor == 0 {
+		bw.WriteString("HTTP/1.0 ")
+	} else {
+		bw.WriteString("HTTP/1.1 ")
+	}
+	if code == http.StatusOK {
+		bw.WriteString("200 OK\r\n")
+		return
+	}
+	var scratch [20]byte
+	bw.Write(strconv.AppendInt(scratch[:0], int64(code), 10))
+	bw.WriteByte(' ')
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	bw.WriteString(text)
+	bw.WriteString("\r\n")
+}
+
+// writeConnection writes the Connection field net/http's server sends: close when an HTTP/1.1
+// connection ends after the response (HTTP/1.0's end by default), keep-alive when an HTTP/1.0 one
+// does not.
+func writeConnection(bw *bufio.Writer, minor int, closeAfter bool) {
+	switch {
+	case closeAfter && minor > 0:
+		bw.WriteString("Connection: close\r\n")
+	case !closeAfter && minor == 0:
+		bw.WriteString("Connection: keep-alive\r\n")
 	}
 }
 

@@ -152,7 +152,13 @@ func (fc *fconn) serve() bool {
 		}
 		fc.br.Discard(h.size) // the head is ours now
 		s.served.Add(1)
-		if !fc.serveOne(st, rt, start) {
+		var keep bool
+		if fc.directOK(st, rt) {
+			keep = fc.direct(st, rt, start)
+		} else {
+			keep = fc.serveOne(st, rt, start)
+		}
+		if !keep {
 			return false
 		}
 		if s.shutting.Load() {
@@ -274,6 +280,13 @@ func plainPath(path string) bool {
 
 // serveOne serves the parsed request; it returns whether the connection may serve another.
 func (fc *fconn) serveOne(st *state, rt *route.Route, start time.Time) (keep bool) {
+	return fc.respondWith(func(w *fastRW, r *http.Request) bool { return fc.handle(w, r, st, rt, start) })
+}
+
+// respondWith builds the http.Request and the response writer of the parsed request, runs serve with
+// them and completes the response; serve returns whether it cut the response short. respondWith
+// returns whether the connection may serve another request.
+func (fc *fconn) respondWith(serve func(*fastRW, *http.Request) (aborted bool)) (keep bool) {
 	h := &fc.head
 	r := &fc.req
 	proto := "HTTP/1.1"
@@ -300,8 +313,7 @@ func (fc *fconn) serveOne(st *state, rt *route.Route, start time.Time) (keep boo
 		w.bw = nil
 	}()
 	w.reset(r)
-	aborted := fc.handle(w, r, st, rt, start)
-	if aborted {
+	if serve(w, r) {
 		_ = w.bw.Flush() // what was sent so far; closing tells the client the rest is missing
 		return false
 	}

@@ -1,0 +1,457 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/baregate/baregate/ingress/route"
+)
+
+// The direct lane: a request that asks nothing of its route but forwarding (no annotation beyond
+// ingress-nginx's defaults, a bodiless idempotent method, a path that needs no escaping) is written
+// to the backend field by field from the bytes it arrived in, and the backend's response head goes
+// back the same way, without http.Request, http.Header or http.Response: building and walking those
+// maps cost more than the rest of a small exchange. The bytes on both wires are those the handler
+// sends (ingress/lanes_test.go compares them); a response head the lane does not fully understand
+// (no Content-Length, 1xx, fields net/http would refuse) is finished by the handler's respond.
+
+// directOK reports whether the request just parsed can take the direct lane to rt.
+func (fc *fconn) directOK(st *state, rt *route.Route) bool {
+	h := &fc.head
+	if fc.s.h.p.opts.DisableFastPath || rt == nil || rt.Canary != nil || h.contentLength != 0 || !idempotent(h.method) {
+		return false
+	}
+	if path, _, _ := strings.Cut(h.target, "?"); !plainPath(path) {
+		return false // the handler sends net/url's form of an escaped path
+	}
+	if pol := rt.Policy; pol != nil && (!pol.Plain || rt.TLS && !fc.s.h.tls && pol.Nginx.SSLRedirect) {
+		return false
+	}
+	pl := st.pools[rt.Backend.ID]
+	return len(pl.eps) > 0 && !pl.h2c && pl.conns == nil
+}
+
+// direct forwards the request on the direct lane, balancing and retrying as handler.forward does;
+// it returns whether the connection may serve another request.
+func (fc *fconn) direct(st *state, rt *route.Route, start time.Time) bool {
+	h := fc.s.h
+	p := h.p
+	pl, bs := st.pools[rt.Backend.ID], st.backends[rt.Backend.ID]
+	to := p.timeouts
+	var triedBuf [4]*endpoint
+	tried := triedBuf[:0]
+	attempts := min(p.opts.Retries+1, len(pl.eps))
+	for {
+		now := time.Now()
+		ep := pl.pick(p.opts.Balance, tried, now)
+		if ep == nil {
+			break
+		}
+		tried = append(tried, ep)
+		ep.inflight.Add(1)
+		c, rh, err := fc.exchangeDirect(ep, to, now)
+		if err == nil {
+			o, keep := fc.respondDirect(st, rt, c, ep, &rh)
+			ep.inflight.Add(-1)
+			h.record(st.routes[rt.ID], rt, fc.reqLine(), o, start)
+			return keep && !o.aborted
+		}
+		ep.inflight.Add(-1)
+		bs.upstreamErrors.Add(1)
+		var de *dialError
+		if errors.As(err, &de) {
+			ep.downUntil.Store(now.Add(p.opts.PassiveHealthTimeout).UnixNano())
+		}
+		if len(tried) < attempts { // every request of this lane is idempotent
+			bs.retries.Add(1)
+			continue
+		}
+		code := http.StatusBadGateway
+		if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+			code = http.StatusGatewayTimeout
+		}
+		p.opts.Logger.V(2).Info("Upstream request failed", "upstream", ep.hostport, "err", err)
+		return fc.answer(st, rt, start, ep.hostport, code, "the backend endpoint failed")
+	}
+	return fc.answer(st, rt, start, "", http.StatusBadGateway, "no backend endpoint could be reached")
+}
+
+// answer sends a plain error answer through the handler's writer and records it.
+func (fc *fconn) answer(st *state, rt *route.Route, start time.Time, upstream string, code int, msg string) bool {
+	keep := fc.respondWith(func(w *fastRW, _ *http.Request) bool {
+		fc.s.h.plain(w, code, msg)
+		return false
+	})
+	fc.s.h.record(st.routes[rt.ID], rt, fc.reqLine(), outcome{code: code, upstream: upstream}, start)
+	return keep
+}
+
+func (fc *fconn) reqLine() reqLine {
+	proto := "HTTP/1.1"
+	if fc.head.minor == 0 {
+		proto = "HTTP/1.0"
+	}
+	return reqLine{fc.remote, fc.head.method, fc.head.host, fc.head.target, proto}
+}
+
+// exchangeDirect sends the request to ep on a pooled connection or a new one and reads the response
+// head. A reused connection that fails before any response byte (the backend closed it while idle)
+// is replaced by a new one once, as roundTrip1 does.
+func (fc *fconn) exchangeDirect(ep *endpoint, to timeouts, now time.Time) (*h1Conn, directHead, error) {
+	p := fc.s.h.p
+	for attempt := 0; ; attempt++ {
+		c, reused, err := p.upstreamConn(context.Background(), ep, to, now, false)
+		if err != nil {
+			return nil, directHead{}, err
+		}
+		fc.writeDirect(c.bw, ep.hostport)
+		err = c.bw.Flush()
+		var rh directHead
+		if err == nil {
+			rh, err = readDirectHead(c.br)
+		}
+		if err == nil {
+			return c, rh, nil
+		}
+		c.c.Close()
+		if !reused || attempt > 0 {
+			return nil, directHead{}, err
+		}
+	}
+}
+
+// writeDirect writes the request head for the backend as writeRequest writes what handler.outgoing
+// makes of the request: hop-by-hop fields and those named by Connection dropped, the forwarding
+// fields replaced, names in canonical form.
+func (fc *fconn) writeDirect(bw *bufio.Writer, hostport string) {
+	h := &fc.head
+	hd := fc.s.h
+	trust := hd.p.opts.TrustForwardedHeaders
+	hdr := h.header
+	keepForwarded := trust && len(hdr["X-Forwarded-Proto"]) > 0
+	host := h.host
+	if host == "" {
+		host = hostport
+	}
+	bw.WriteString(h.method)
+	bw.WriteByte(' ')
+	bw.WriteString(h.target)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	if h.method == http.MethodPut {
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	conn := hdr["Connection"]
+	var sawCacheControl, sawUA bool
+	for rest := h.fields; rest != ""; {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		colon := strings.IndexByte(line, ':')
+		name, value := line[:colon], trimOWS(line[colon+1:])
+		key := canonicalKey(name)
+		switch key {
+		case "Host", "Content-Length", "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+			continue
+		case "X-Forwarded-For":
+			continue // written below, with the values of all its fields when they are trusted
+		case "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-Ip":
+			if !keepForwarded {
+				continue
+			}
+		case "Cache-Control":
+			sawCacheControl = true
+		case "User-Agent":
+			if sawUA || value == "" {
+				sawUA = true
+				continue // writeRequest sends the first only, and no empty one
+			}
+			sawUA = true
+		}
+		if len(conn) > 0 && namedIn(conn, key) {
+			continue
+		}
+		writeField(bw, key, value)
+	}
+	if te := hdr["Te"]; len(te) > 0 && strings.Contains(strings.ToLower(strings.Join(te, ",")), "trailers") {
+		bw.WriteString("Te: trailers\r\n")
+	}
+	if _, ok := hdr["Cache-Control"]; ok && !sawCacheControl {
+		bw.WriteString("Cache-Control: no-cache\r\n") // parseHead's for Pragma: no-cache
+	}
+	clientIP, _, err := net.SplitHostPort(fc.remote)
+	if err != nil {
+		clientIP = fc.remote
+	}
+	bw.WriteString("X-Forwarded-For: ")
+	if prior := hdr["X-Forwarded-For"]; trust && len(prior) > 0 {
+		for _, v := range prior {
+			bw.WriteString(v)
+			bw.WriteString(", ")
+		}
+	}
+	bw.WriteString(clientIP)
+	bw.WriteString("\r\n")
+	if !keepForwarded {
+		writeField(bw, "X-Forwarded-Proto", hd.proto[0])
+		writeField(bw, "X-Forwarded-Host", h.host)
+		writeField(bw, "X-Forwarded-Port", hd.port[0])
+		writeField(bw, "X-Real-Ip", clientIP)
+	}
+	bw.WriteString("\r\n")
+}
+
+// namedIn reports whether Connection values list key as a token.
+func namedIn(values []string, key string) bool {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(tok), key) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// directHead is a backend response head the direct lane relays itself.
+type directHead struct {
+	head       string // status line and fields, CRLF between them
+	code       int
+	cl         int64 // Content-Length, -1 for none
+	close      bool  // the backend closes the connection after it
+	hasType    bool  // Content-Type or a Content-Encoding given: nothing to sniff
+	hasDate    bool
+	hasHSTS    bool
+	conn       string // the Connection field's value, for the fields it names
+	size       int    // bytes of the head in the reader
+	fallback   bool   // not for the lane: the handler reads it from the reader
+	protoMinor int
+}
+
+// readDirectHead waits for a response head in br and parses it. A head the lane does not take is
+// left in br with fallback set.
+func readDirectHead(br *bufio.Reader) (directHead, error) {
+	if _, err := br.Peek(1); err != nil {
+		return directHead{}, err
+	}
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if n := headEnd(b); n >= 0 {
+			rh := parseDirectHead(string(b[:n-2]))
+			rh.size = n
+			return rh, nil
+		}
+		if br.Buffered() == br.Size() || bareLF(b) {
+			return directHead{fallback: true}, nil
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			return directHead{}, err // a head cut short, which net/http's reader refuses too
+		}
+	}
+}
+
+// parseDirectHead parses a response head; fallback is set for anything but a final response framed by
+// Content-Length (or bodiless by its status) with fields net/http would take as they are.
+func parseDirectHead(s string) directHead {
+	rh := directHead{head: s, cl: -1, fallback: true}
+	line, rest, _ := strings.Cut(s, "\r\n")
+	if len(line) < 12 || line[:7] != "HTTP/1." || (line[7] != '1' && line[7] != '0') || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') || strings.IndexByte(line, '\n') >= 0 {
+		return rh
+	}
+	code, ok := parseLength(line[9:12])
+	if !ok || code < 200 || code > 999 {
+		return rh
+	}
+	rh.code, rh.protoMinor = int(code), int(line[7]-'0')
+	var closeTok, keepAlive, sawEncoding bool
+	for rest != "" {
+		var f string
+		f, rest, _ = strings.Cut(rest, "\r\n")
+		colon := strings.IndexByte(f, ':')
+		if colon <= 0 {
+			return rh
+		}
+		name, value := f[:colon], trimOWS(f[colon+1:])
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
+			return rh
+		}
+		switch canonicalKey(name) {
+		case "Content-Length":
+			if rh.cl >= 0 {
+				return rh // net/http compares repeated lengths
+			}
+			if rh.cl, ok = parseLength(value); !ok {
+				return rh
+			}
+		case "Transfer-Encoding", "Trailer":
+			return rh
+		case "Content-Type":
+			rh.hasType = true
+		case "Content-Encoding": // the first one decides, as http.Header.Get
+			if !sawEncoding && value != "" {
+				rh.hasType = true
+			}
+			sawEncoding = true
+		case "Date":
+			rh.hasDate = true
+		case "Strict-Transport-Security":
+			rh.hasHSTS = true
+		case "Connection":
+			if rh.conn != "" {
+				return rh // rare enough to leave to net/http
+			}
+			rh.conn = value
+			c, k, _ := connectionTokens([]string{value})
+			closeTok, keepAlive = c, k
+		}
+	}
+	if rh.cl < 0 && bodyAllowed(rh.code) {
+		return rh // without a length (or for HEAD, where the handler takes the head's) net/http decides
+	}
+	rh.close = closeTok || rh.protoMinor == 0 && !keepAlive
+	rh.fallback = false
+	return rh
+}
+
+// respondDirect relays the response whose head is rh from c to the client. It returns how it went
+// and whether the client connection may serve another request.
+func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoint, rh *directHead) (o outcome, keep bool) {
+	o.upstream = ep.hostport
+	head := &fc.head
+	if rh.fallback {
+		return fc.respondHandler(c, ep)
+	}
+	c.br.Discard(rh.size)
+	noBody := head.method == http.MethodHead || !bodyAllowed(rh.code)
+	left := rh.cl
+	if noBody {
+		left = 0
+	}
+	keep = !head.close
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(fc.c)
+	defer func() {
+		bw.Reset(nil)
+		writerPool.Put(bw)
+	}()
+	var sniff []byte
+	if !rh.hasType && left > 0 {
+		var err error
+		if sniff, err = c.br.Peek(int(min(left, 512))); err != nil {
+			c.c.Close() // nothing was sent: the client sees the connection close, as from the handler
+			return outcome{code: rh.code, upstream: ep.hostport, aborted: true}, false
+		}
+	}
+	fc.writeHeadDirect(bw, rt, rh, sniff, keep)
+	o.code = rh.code
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for left > 0 {
+		var b []byte
+		if n := c.br.Buffered(); n > 0 {
+			b, _ = c.br.Peek(int(min(int64(n), left)))
+			c.br.Discard(len(b))
+		} else {
+			n, err := c.br.Read((*bp)[:min(int64(len(*bp)), left)])
+			if n == 0 {
+				if err == nil {
+					err = io.ErrNoProgress
+				}
+				c.c.Close()
+				_ = bw.Flush() // what was sent so far; closing tells the client the rest is missing
+				fc.s.h.p.opts.Logger.V(2).Info("Copying the response body failed", "upstream", ep.hostport, "err", err)
+				o.aborted = true
+				return o, false
+			}
+			b = (*bp)[:n]
+		}
+		left -= int64(len(b))
+		if _, err := bw.Write(b); err != nil {
+			c.c.Close()
+			o.aborted = true
+			return o, false
+		}
+		o.sent += int64(len(b))
+	}
+	if rh.close {
+		c.c.Close()
+	} else {
+		ep.idle.put(c, fc.s.h.p.opts.MaxIdleConnsPerEndpoint, time.Now())
+	}
+	if err := bw.Flush(); err != nil {
+		return o, false
+	}
+	return o, keep
+}
+
+// writeHeadDirect writes the response head as fastRW.commit writes what handler.respond makes of the
+// backend's head: hop-by-hop fields and those named by Connection dropped, our Server, a Date and a
+// sniffed Content-Type when the backend sent none.
+func (fc *fconn) writeHeadDirect(bw *bufio.Writer, rt *route.Route, rh *directHead, sniff []byte, keep bool) {
+	writeStatusLine(bw, fc.head.minor, rh.code)
+	_, rest, _ := strings.Cut(rh.head, "\r\n")
+	for rest != "" {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		colon := strings.IndexByte(line, ':')
+		key := canonicalKey(line[:colon])
+		switch key {
+		case "Server", "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+			continue
+		}
+		if suppressed(rh.code, key) || rh.conn != "" && namedIn([]string{rh.conn}, key) {
+			continue
+		}
+		writeField(bw, key, trimOWS(line[colon+1:]))
+	}
+	bw.WriteString("Server: ")
+	bw.WriteString(fc.s.h.p.serverHdr[0])
+	bw.WriteString("\r\n")
+	if pol := rt.Policy; !rh.hasHSTS && rt.TLS && fc.s.h.tls && pol != nil && pol.HSTS != nil {
+		for _, v := range pol.HSTS {
+			writeField(bw, "Strict-Transport-Security", v)
+		}
+	}
+	if !rh.hasDate {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate(time.Now()))
+		bw.WriteString("\r\n")
+	}
+	if len(sniff) > 0 {
+		writeField(bw, "Content-Type", http.DetectContentType(sniff))
+	}
+	writeConnection(bw, fc.head.minor, !keep)
+	bw.WriteString("\r\n")
+}
+
+// respondHandler relays a response the lane does not parse itself through the handler's respond.
+func (fc *fconn) respondHandler(c *h1Conn, ep *endpoint) (o outcome, keep bool) {
+	o.upstream = ep.hostport
+	keep = fc.respondWith(func(w *fastRW, r *http.Request) bool {
+		out := &http.Request{Method: r.Method, Header: http.Header{}}
+		resp, err := readFinal(c, out)
+		if err != nil {
+			c.c.Close()
+			o.code = http.StatusBadGateway
+			fc.s.h.p.opts.Logger.V(2).Info("Upstream request failed", "upstream", ep.hostport, "err", err)
+			fc.s.h.plain(w, o.code, "the backend endpoint failed")
+			return false
+		}
+		resp.Body = &h1Body{rc: resp.Body, conn: c, idle: &ep.idle, max: fc.s.h.p.opts.MaxIdleConnsPerEndpoint, keep: !resp.Close}
+		o.code, o.sent, o.aborted = fc.s.h.respond(w, r, resp, ep, nil)
+		return o.aborted
+	})
+	return o, keep
+}
