@@ -1,0 +1,483 @@
+package ingress
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// TestLanesMatchNetHTTP is the guard that the ingress's HTTP/1.x lanes behave alike: the same raw
+// requests go to a harness with the fast paths (client side and upstream) and to one with
+// DisableFastPath (net/http's Server and Transport), both in front of one scripted raw backend, and
+// what the backend received and what the client received must match between the lanes.
+//
+// What is compared is what HTTP gives a meaning to, so that the lanes may differ in what it does not:
+//   - header fields as a multiset of canonical names with trimmed values: the order of different
+//     fields carries no meaning (RFC 9110 5.3), nor does the case of a name; the order of the values
+//     of one name does, and is kept;
+//   - bodies as bytes after their framing is removed: chunk sizes follow when each lane flushes (the
+//     framing itself, Transfer-Encoding or Content-Length, is among the fields);
+//   - Date's value, which is the time of the answer, unless it is the backend's own (kept as it is);
+//   - the backend's X-Forwarded-Port, which is each harness's own listener port by construction;
+//   - the version in the status line of an answer to an HTTP/1.0 request, and its Connection: close
+//     (see formatMessage).
+//
+// The fast lane serves each request the way the fast path picks for it; the answers of the backend
+// are asked for by a GET without a body and by a POST with one, which the fast path serves apart.
+//
+// A case marked known is a difference of today that is a bug of the fast path: the test asserts it
+// still shows, so that it fails the day the bug is fixed and the mark must go.
+func TestLanesMatchNetHTTP(t *testing.T) {
+	be := startScriptedBackend(t)
+	lanes := []struct {
+		name string
+		h    *harness
+	}{
+		{"fast", newHarness(t)},
+		{"net/http", newHarness(t, func(c *Config) { c.DisableFastPath = true })},
+	}
+	for _, l := range lanes {
+		l.h.apply(simple("", "lanes", be.addr))
+	}
+	for _, tc := range laneCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			var res [2]laneResult
+			for i, l := range lanes {
+				res[i] = runLane(t, l.h, be, tc.req)
+			}
+			diff := res[0].diff(res[1])
+			switch changed := changedLines(diff); {
+			case tc.known == nil && diff != "":
+				t.Errorf("the lanes differ (-%s +%s):\n%s", lanes[0].name, lanes[1].name, diff)
+			case tc.known != nil && diff == "":
+				t.Errorf("the known difference %q is gone: remove the mark", tc.known)
+			case tc.known != nil && !slices.Equal(changed, tc.known):
+				t.Errorf("the known difference %q changed (-%s +%s):\n%s", tc.known, lanes[0].name, lanes[1].name, diff)
+			case tc.known != nil:
+				t.Logf("known difference:\n%s", diff)
+			}
+		})
+	}
+	// Every request must have been the fast path's on the fast lane, or the comparison is of
+	// net/http with itself.
+	if served, handed := lanes[0].h.fastStats(); served == 0 || handed != 0 {
+		t.Errorf("the fast lane served %d requests and handed %d connections to net/http, want all served", served, handed)
+	}
+}
+
+// laneCase is one request sent, on a used connection, between two plain GETs.
+type laneCase struct {
+	name string
+	req  string // raw request bytes
+	// known lists the changed lines of the diff (-fast +net/http) of a difference of today that is a
+	// bug of the fast path, see TestLanesMatchNetHTTP.
+	known []string
+}
+
+// Known bugs of the fast path's response writer (fastRW.commit): it sends the handler's
+// Content-Length (and Content-Type) on bodiless statuses, where net/http drops Content-Length and
+// Transfer-Encoding from 1xx and 204 answers and Content-Type too from 304s (RFC 9110 8.6: a 204 MUST
+// NOT carry a Content-Length; a 304 may only carry the length a 200 would have, which the proxy
+// cannot know); and it takes a blank Content-Encoding as set and does not sniff, where net/http
+// sniffs unless the value is non-blank.
+var (
+	known204Length = []string{"- Content-Length: 0"}
+	known304Fields = []string{"- Content-Length: 42", "- Content-Type: text/html"}
+	knownBlankCE   = []string{"+ Content-Type: text/html; charset=utf-8"}
+)
+
+func laneCases() []laneCase {
+	get := func(target string, fields ...string) string {
+		return "GET " + target + " HTTP/1.1\r\nHost: x\r\nUser-Agent: lanes\r\n" + strings.Join(fields, "") + "\r\n"
+	}
+	cases := []laneCase{
+		// What the client sends.
+		{name: "GET small", req: get("/small", "Accept: */*\r\n")},
+		{name: "HEAD", req: "HEAD /small HTTP/1.1\r\nHost: x\r\nUser-Agent: lanes\r\n\r\n"},
+		{name: "HEAD of a 64 KiB body", req: "HEAD /big HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "HEAD without a length", req: "HEAD /nolength HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "HEAD of a chunked response", req: "HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "POST with Content-Length", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"},
+		{name: "POST empty", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"},
+		{name: "GET with a body", req: "GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"},
+		{name: "DELETE", req: "DELETE /small HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "PUT without a length", req: "PUT /small HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "header name case", req: "GET /small HTTP/1.1\r\nhost: x\r\nuser-agent: lanes\r\nx-lower-case: a\r\nX-MiXeD-cAsE: b\r\naccept-ENCODING: gzip\r\nCONTENT-type: text/plain\r\n\r\n"},
+		{name: "duplicate fields in order", req: get("/small", "Accept: text/html\r\nX-Cookie-Like: a=1\r\nAccept: application/json\r\nX-Cookie-Like: b=2\r\nCookie: c=1\r\nX-Cookie-Like: c=3\r\nCookie: d=2\r\n")},
+		{name: "values with spaces", req: get("/small", "X-Spaced:   a b   \r\nX-Tab:\tt\t\r\nX-Empty:\r\n")},
+		{name: "Host with a port", req: "GET /small HTTP/1.1\r\nHost: x:80\r\n\r\n"},
+		{name: "hop-by-hop from the client, TE trailers", req: get("/small",
+			"Connection: keep-alive, X-Foo\r\nX-Foo: dropped\r\nX-Bar: kept\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nProxy-Authorization: Basic dTpw\r\n")},
+		{name: "hop-by-hop from the client, TE gzip", req: get("/small", "TE: gzip\r\nConnection: x-foo\r\nx-foo: dropped\r\n")},
+		{name: "forwarded headers replaced", req: get("/small",
+			"X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 8443\r\nX-Real-IP: 192.0.2.2\r\n")},
+		{name: "no User-Agent", req: "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "empty User-Agent", req: "GET /small HTTP/1.1\r\nHost: x\r\nUser-Agent:\r\n\r\n"},
+		{name: "HTTP 1.0", req: "GET /small HTTP/1.0\r\nHost: x\r\n\r\n"},
+		{name: "HTTP 1.0 without Host", req: "GET /small HTTP/1.0\r\n\r\n"},
+		{name: "HTTP 1.0 keep-alive", req: "GET /small HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
+		{name: "HTTP 1.0 keep-alive, no length upstream", req: "GET /nolength HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
+		{name: "HTTP 1.0 keep-alive, chunked upstream", req: "GET /chunked HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
+		{name: "Connection close", req: get("/small", "Connection: close\r\n")},
+		{name: "Pragma no-cache", req: get("/small", "Pragma: no-cache\r\n")},
+		{name: "query string", req: get("/small?a=1&b=two%20words&c&d=%2F")},
+		{name: "empty query", req: get("/small?")},
+		{name: "escaped path", req: get("/a%2Fb/c%20d/%7Euser")},
+		{name: "5 KiB Cookie", req: get("/small", "Cookie: "+strings.Repeat("k=v; ", 1024)+"end=1\r\n")},
+		{name: "304 to a conditional GET", req: get("/304-plain", "If-None-Match: \"v1\"\r\n")},
+		{name: "304 with a Content-Length to a conditional GET", req: get("/304", "If-None-Match: \"v1\"\r\n"), known: known304Fields},
+	}
+	// What the backend answers, to a GET without a body and to a POST with one: the two take
+	// different ways through the fast path.
+	for _, r := range []struct {
+		name, path string
+		known      []string
+	}{
+		{"sniffed Content-Type", "/sniff", nil},
+		{"Content-Length 0", "/empty", nil},
+		{"204", "/204", nil},
+		{"204 with a Content-Length", "/204-length", known204Length},
+		{"304 with a Content-Length", "/304", known304Fields},
+		{"Content-Encoding, not sniffed", "/gzip", nil},
+		{"blank Content-Encoding", "/blank-ce", knownBlankCE},
+		{"repeated response fields", "/set-cookies", nil},
+		{"103 Early Hints", "/early-hints", nil},
+		{"backend Server replaced", "/server", nil},
+		{"backend Date kept", "/date", nil},
+		{"chunked response", "/chunked", nil},
+		{"chunked response with trailers", "/trailers", nil},
+		{"response without length", "/nolength", nil},
+		{"HTTP 1.0 backend", "/http10", nil},
+		{"500 with a custom reason", "/500", nil},
+		{"unknown status code", "/599", nil},
+		{"64 KiB body", "/big", nil},
+		{"response values with spaces", "/spaces", nil},
+		{"backend Connection close", "/hop-close", nil},
+		{"backend keep-alive", "/hop-keepalive", nil},
+		{"backend Connection lists a field", "/hop-listed", nil},
+		{"backend Proxy-Authenticate", "/hop-proxy", nil},
+		{"backend Upgrade without 101", "/hop-upgrade", nil},
+	} {
+		cases = append(cases,
+			laneCase{name: r.name, req: get(r.path, "TE: trailers\r\n"), known: r.known},
+			laneCase{name: r.name + " to POST", req: "POST " + r.path + " HTTP/1.1\r\nHost: x\r\nUser-Agent: lanes\r\nContent-Length: 2\r\n\r\nhi", known: r.known})
+	}
+	return cases
+}
+
+// scriptedBackend is a raw HTTP/1.1 server: it records every request head as received and its body
+// without framing, and answers each with the script for its path.
+type scriptedBackend struct {
+	addr string
+	mu   sync.Mutex
+	got  []string // formatted requests, in arrival order
+}
+
+// backendDate is the Date the backend sends on /date, which the comparison does not mask.
+const backendDate = "Mon, 01 Jan 2024 00:00:00 GMT"
+
+// backendScript is an answer: head is the status line and fields without the empty line, body the
+// bytes after it (left out for HEAD), close whether the backend closes after it.
+type backendScript struct {
+	head, body string
+	close      bool
+}
+
+var bigBody = strings.Repeat("0123456789abcdef", 4<<10)
+
+var backendScripts = map[string]backendScript{
+	"/small":         {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5", body: "hello"},
+	"/sniff":         {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n"},
+	"/empty":         {head: "HTTP/1.1 200 OK\r\nContent-Length: 0"},
+	"/204":           {head: "HTTP/1.1 204 No Content\r\nX-A: b"},
+	"/204-length":    {head: "HTTP/1.1 204 No Content\r\nContent-Length: 0"},
+	"/304":           {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nContent-Type: text/html\r\nContent-Length: 42"},
+	"/304-plain":     {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nCache-Control: max-age=60"},
+	"/gzip":          {head: "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5", body: "\x1f\x8b\x08\x00\x00"},
+	"/blank-ce":      {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Length: 14", body: "<html>x</html>"},
+	"/set-cookies":   {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nContent-Length: 2\r\nSet-Cookie: b=2; HttpOnly\r\nVary: Accept\r\nVary: Cookie", body: "ok"},
+	"/early-hints":   {head: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok"},
+	"/server":        {head: "HTTP/1.1 200 OK\r\nServer: upstream/1.2\r\nContent-Length: 2", body: "ok"},
+	"/date":          {head: "HTTP/1.1 200 OK\r\nDate: " + backendDate + "\r\nContent-Length: 2", body: "ok"},
+	"/chunked":       {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked", body: "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"},
+	"/trailers":      {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked", body: "3\r\nabc\r\n0\r\nX-Checksum: 42\r\n\r\n"},
+	"/nolength":      {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain", body: "until the end", close: true},
+	"/http10":        {head: "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok", close: true},
+	"/500":           {head: "HTTP/1.1 500 Database On Fire\r\nContent-Type: text/plain\r\nContent-Length: 4", body: "fire"},
+	"/599":           {head: "HTTP/1.1 599 Odd\r\nContent-Length: 3", body: "odd"},
+	"/big":           {head: fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d", len(bigBody)), body: bigBody},
+	"/spaces":        {head: "HTTP/1.1 200 OK\r\nX-Spaced:    padded value   \r\nX-Tab:\tv\t\r\nX-Empty:\r\nContent-Length: 2", body: "ok"},
+	"/hop-close":     {head: "HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nContent-Length: 2", body: "ok", close: true},
+	"/hop-keepalive": {head: "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: 2", body: "ok"},
+	"/hop-listed":    {head: "HTTP/1.1 200 OK\r\nConnection: X-Bar\r\nX-Bar: secret\r\nX-Baz: kept\r\nContent-Length: 2", body: "ok"},
+	"/hop-proxy":     {head: "HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 2", body: "ok"},
+	"/hop-upgrade":   {head: "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2", body: "ok"},
+}
+
+func startScriptedBackend(t *testing.T) *scriptedBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+nextLoopback.Add(1)%250))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	b := &scriptedBackend{addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go b.serve(c)
+		}
+	}()
+	return b
+}
+
+func (b *scriptedBackend) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 64<<10)
+	for {
+		head, err := peekHead(br)
+		if err != nil {
+			return
+		}
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		b.got = append(b.got, formatMessage(head, body, requestToBackend))
+		b.mu.Unlock()
+		path, _, _ := strings.Cut(req.RequestURI, "?")
+		s, ok := backendScripts[path]
+		if !ok {
+			s = backendScripts["/small"]
+		}
+		out := s.head + "\r\n\r\n"
+		if req.Method != http.MethodHead {
+			out += s.body
+		}
+		if _, err := io.WriteString(c, out); err != nil || s.close || req.Close {
+			return
+		}
+	}
+}
+
+// take returns the requests recorded since the last call.
+func (b *scriptedBackend) take() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	got := b.got
+	b.got = nil
+	return got
+}
+
+// peekHead returns the bytes of the message head at the start of br without consuming them.
+func peekHead(br *bufio.Reader) (string, error) {
+	for n := 1; ; n = br.Buffered() + 1 {
+		_, err := br.Peek(n)
+		b, _ := br.Peek(br.Buffered())
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			return string(b[:i]), nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+}
+
+// formatMessage writes a message as the comparison sees it: the first line, the fields sorted by
+// canonical name (the values of one name in their order), and the body. to is what the message is:
+// the masks differ.
+func formatMessage(head string, body []byte, to messageKind) string {
+	lines := strings.Split(head, "\r\n")
+	first := lines[0]
+	if to == answerTo10 {
+		// An HTTP/1.0 request is answered "HTTP/1.1" by the fast path, with Connection: close
+		// when the connection ends, and "HTTP/1.0" by net/http, without: RFC 9110 6.2 asks a server
+		// for the highest version it conforms to (nginx answers the same way as the fast path), and an
+		// HTTP/1.1 answer must then say close (RFC 9112 9.3). Both mean the same to an HTTP/1.0
+		// client; the close itself is compared through the state of the connection afterwards.
+		first = strings.Replace(first, "HTTP/1.0 ", "HTTP/1.x ", 1)
+		first = strings.Replace(first, "HTTP/1.1 ", "HTTP/1.x ", 1)
+	}
+	fields := make([]string, 0, len(lines))
+	for _, l := range lines[1:] {
+		name, value, _ := strings.Cut(l, ":")
+		name, value = textproto.CanonicalMIMEHeaderKey(name), strings.TrimSpace(value)
+		switch {
+		case name == "Date" && value != backendDate:
+			value = "(now)"
+		case name == "X-Forwarded-Port" && to == requestToBackend:
+			value = "(listener port)"
+		case name == "Connection" && strings.EqualFold(value, "close") && to == answerTo10:
+			continue
+		}
+		fields = append(fields, name+": "+value)
+	}
+	slices.SortStableFunc(fields, func(a, b string) int {
+		an, _, _ := strings.Cut(a, ":")
+		bn, _, _ := strings.Cut(b, ":")
+		return strings.Compare(an, bn)
+	})
+	q := body
+	if len(q) > 120 {
+		q = q[:120]
+	}
+	return fmt.Sprintf("%s\n%s\nbody %d bytes sha256 %x %q", first, strings.Join(fields, "\n"), len(body), sha256.Sum256(body), q)
+}
+
+// messageKind is what formatMessage formats.
+type messageKind int
+
+const (
+	requestToBackend messageKind = iota
+	answerTo11                   // a response to an HTTP/1.1 request
+	answerTo10                   // a response to an HTTP/1.0 request
+)
+
+// laneResult is what one lane did with a case.
+type laneResult struct {
+	backend []string // the requests the backend received
+	client  []string // the responses the client received
+	after   string   // the state of the connection after the case
+}
+
+func (r laneResult) String() string {
+	return fmt.Sprintf("backend received:\n%s\nclient received:\n%s\nconnection: %s",
+		strings.Join(r.backend, "\n--\n"), strings.Join(r.client, "\n--\n"), r.after)
+}
+
+// diff returns a line diff of r and o (- r, + o), "" when they are equal.
+func (r laneResult) diff(o laneResult) string {
+	a, b := strings.Split(r.String(), "\n"), strings.Split(o.String(), "\n")
+	if slices.Equal(a, b) {
+		return ""
+	}
+	// lcs[i][j] is the length of the longest common subsequence of a[i:] and b[j:].
+	lcs := make([][]int, len(a)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(b)+1)
+	}
+	for i := len(a) - 1; i >= 0; i-- {
+		for j := len(b) - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var out strings.Builder
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case i < len(a) && j < len(b) && a[i] == b[j]:
+			fmt.Fprintf(&out, "  %s\n", a[i])
+			i, j = i+1, j+1
+		case j == len(b) || i < len(a) && lcs[i+1][j] >= lcs[i][j+1]:
+			fmt.Fprintf(&out, "- %s\n", a[i])
+			i++
+		default:
+			fmt.Fprintf(&out, "+ %s\n", b[j])
+			j++
+		}
+	}
+	return out.String()
+}
+
+// changedLines returns the lines of a diff that differ.
+func changedLines(diff string) []string {
+	var out []string
+	for l := range strings.Lines(diff) {
+		if !strings.HasPrefix(l, "  ") {
+			out = append(out, strings.TrimSuffix(l, "\n"))
+		}
+	}
+	return out
+}
+
+// runLane sends a plain GET, the case's request and another plain GET on one connection to h, and
+// returns what the backend and the client received. The requests around the case's show framing
+// errors, and the last whether the connection stayed open.
+func runLane(t *testing.T, h *harness, be *scriptedBackend, req string) laneResult {
+	t.Helper()
+	rc := h.dial(t)
+	defer rc.c.Close()
+	rc.br = bufio.NewReaderSize(rc.c, 64<<10)
+	be.take()
+	var res laneResult
+	const plain = "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+	for i, r := range []string{plain, req, plain} {
+		line, _, _ := strings.Cut(r, "\r\n")
+		method, _, _ := strings.Cut(line, " ")
+		kind := answerTo11
+		if strings.HasSuffix(line, " HTTP/1.0") {
+			kind = answerTo10
+		}
+		_, err := io.WriteString(rc.c, r)
+		var resp string
+		if err == nil {
+			resp, err = readRawResponse(rc.br, method, kind)
+		}
+		if err != nil {
+			if i < 2 {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			// A connection the server closed fails the write or the read of the last request, with
+			// the error depending on when the server's FIN and its RST to the write came.
+			res.after = "closed"
+			if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+				res.after = "failed: " + err.Error()
+			}
+			break
+		}
+		res.client = append(res.client, resp)
+		res.after = "open"
+	}
+	res.backend = be.take()
+	return res
+}
+
+// readRawResponse reads one response and formats it with the head as sent and the body unframed.
+func readRawResponse(br *bufio.Reader, method string, kind messageKind) (string, error) {
+	head, err := peekHead(br)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("reading the body: %w", err)
+	}
+	msg := formatMessage(head, body, kind)
+	if len(resp.Trailer) > 0 {
+		var tr []string
+		for k, v := range resp.Trailer {
+			tr = append(tr, k+": "+strings.Join(v, ", "))
+		}
+		slices.Sort(tr)
+		msg += "\ntrailers " + strings.Join(tr, "; ")
+	}
+	return msg, nil
+}
