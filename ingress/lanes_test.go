@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestLanesMatchNetHTTP is the guard that the ingress's HTTP/1.x lanes behave alike: the same raw
@@ -52,11 +53,19 @@ func TestLanesMatchNetHTTP(t *testing.T) {
 	}
 	for _, tc := range laneCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			var res [2]laneResult
-			for i, l := range lanes {
-				res[i] = runLane(t, l.h, be, tc.req)
+			run := func() string {
+				var res [2]laneResult
+				for i, l := range lanes {
+					res[i] = runLane(t, l.h, be, tc.req)
+				}
+				return res[0].diff(res[1])
 			}
-			diff := res[0].diff(res[1])
+			diff := run()
+			// A known difference that shows only when the backend's bytes arrive apart may hide when
+			// the proxy is slow to read them: it is gone when it shows in none of a few runs.
+			for try := 1; tc.known != nil && diff == "" && try < 3; try++ {
+				diff = run()
+			}
 			switch changed := changedLines(diff); {
 			case tc.known == nil && diff != "":
 				t.Errorf("the lanes differ (-%s +%s):\n%s", lanes[0].name, lanes[1].name, diff)
@@ -85,17 +94,13 @@ type laneCase struct {
 	known []string
 }
 
-// Known bugs of the fast path's response writer (fastRW.commit): it sends the handler's
-// Content-Length (and Content-Type) on bodiless statuses, where net/http drops Content-Length and
-// Transfer-Encoding from 1xx and 204 answers and Content-Type too from 304s (RFC 9110 8.6: a 204 MUST
-// NOT carry a Content-Length; a 304 may only carry the length a 200 would have, which the proxy
-// cannot know); and it takes a blank Content-Encoding as set and does not sniff, where net/http
-// sniffs unless the value is non-blank.
-var (
-	known204Length = []string{"- Content-Length: 0"}
-	known304Fields = []string{"- Content-Length: 42", "- Content-Type: text/html"}
-	knownBlankCE   = []string{"+ Content-Type: text/html; charset=utf-8"}
-)
+// knownSplitSniff: the fast path's response writer (fastRW) writes the head at the handler's first
+// Write when the length is known, so it sniffs the Content-Type from that Write alone; the handler
+// writes each read of the backend's body, and a body whose first bytes come apart is typed by them
+// ("<!D" is text/plain). net/http's server buffers 2 KiB before it writes the head and sniffs up to
+// 512 bytes of them, as http.ResponseWriter documents. The direct lane peeks 512 bytes first, so GETs
+// served by it are typed right.
+var knownSplitSniff = []string{"- Content-Type: text/plain; charset=utf-8", "+ Content-Type: text/html; charset=utf-8"}
 
 func laneCases() []laneCase {
 	get := func(target string, fields ...string) string {
@@ -112,10 +117,20 @@ func laneCases() []laneCase {
 		{name: "POST empty", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"},
 		{name: "GET with a body", req: "GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"},
 		{name: "DELETE", req: "DELETE /small HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "OPTIONS", req: "OPTIONS /small HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "GET with Content-Length 0", req: "GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"},
+		{name: "DELETE with Content-Length 0", req: "DELETE /small HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"},
 		{name: "PUT without a length", req: "PUT /small HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{name: "header name case", req: "GET /small HTTP/1.1\r\nhost: x\r\nuser-agent: lanes\r\nx-lower-case: a\r\nX-MiXeD-cAsE: b\r\naccept-ENCODING: gzip\r\nCONTENT-type: text/plain\r\n\r\n"},
 		{name: "duplicate fields in order", req: get("/small", "Accept: text/html\r\nX-Cookie-Like: a=1\r\nAccept: application/json\r\nX-Cookie-Like: b=2\r\nCookie: c=1\r\nX-Cookie-Like: c=3\r\nCookie: d=2\r\n")},
 		{name: "values with spaces", req: get("/small", "X-Spaced:   a b   \r\nX-Tab:\tt\t\r\nX-Empty:\r\n")},
+		{name: "two User-Agents", req: "GET /small HTTP/1.1\r\nHost: x\r\nUser-Agent: one\r\nUser-Agent: two\r\n\r\n"},
+		{name: "UTF-8 and underscores", req: get("/small", "X-Utf8: caf\xc3\xa9\r\nX_Under_Score: 1\r\n")},
+		{name: "Connection TE", req: get("/small", "Connection: TE\r\nTE: trailers, deflate\r\n")},
+		{name: "Connection names a field in another case", req: get("/small", "Connection: X-CUSTOM, Keep-Alive\r\nx-custom: dropped\r\nX-Other: kept\r\n")},
+		{name: "two Connection fields", req: get("/small", "Connection: keep-alive\r\nConnection: X-A\r\nX-A: dropped\r\n")},
+		{name: "dot segments and sub-delims", req: get("/a/../b/./c;p=1,q@r$s+t")},
+		{name: "odd query", req: get("/small?q=%zz&r=a|b&s=\"x\"")},
 		{name: "Host with a port", req: "GET /small HTTP/1.1\r\nHost: x:80\r\n\r\n"},
 		{name: "hop-by-hop from the client, TE trailers", req: get("/small",
 			"Connection: keep-alive, X-Foo\r\nX-Foo: dropped\r\nX-Bar: kept\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nProxy-Authorization: Basic dTpw\r\n")},
@@ -136,42 +151,49 @@ func laneCases() []laneCase {
 		{name: "escaped path", req: get("/a%2Fb/c%20d/%7Euser")},
 		{name: "5 KiB Cookie", req: get("/small", "Cookie: "+strings.Repeat("k=v; ", 1024)+"end=1\r\n")},
 		{name: "304 to a conditional GET", req: get("/304-plain", "If-None-Match: \"v1\"\r\n")},
-		{name: "304 with a Content-Length to a conditional GET", req: get("/304", "If-None-Match: \"v1\"\r\n"), known: known304Fields},
+		{name: "304 with a Content-Length to a conditional GET", req: get("/304", "If-None-Match: \"v1\"\r\n")},
 	}
 	// What the backend answers, to a GET without a body and to a POST with one: the two take
 	// different ways through the fast path.
 	for _, r := range []struct {
-		name, path string
-		known      []string
+		name, path          string
+		knownGET, knownPOST []string
 	}{
-		{"sniffed Content-Type", "/sniff", nil},
-		{"Content-Length 0", "/empty", nil},
-		{"204", "/204", nil},
-		{"204 with a Content-Length", "/204-length", known204Length},
-		{"304 with a Content-Length", "/304", known304Fields},
-		{"Content-Encoding, not sniffed", "/gzip", nil},
-		{"blank Content-Encoding", "/blank-ce", knownBlankCE},
-		{"repeated response fields", "/set-cookies", nil},
-		{"103 Early Hints", "/early-hints", nil},
-		{"backend Server replaced", "/server", nil},
-		{"backend Date kept", "/date", nil},
-		{"chunked response", "/chunked", nil},
-		{"chunked response with trailers", "/trailers", nil},
-		{"response without length", "/nolength", nil},
-		{"HTTP 1.0 backend", "/http10", nil},
-		{"500 with a custom reason", "/500", nil},
-		{"unknown status code", "/599", nil},
-		{"64 KiB body", "/big", nil},
-		{"response values with spaces", "/spaces", nil},
-		{"backend Connection close", "/hop-close", nil},
-		{"backend keep-alive", "/hop-keepalive", nil},
-		{"backend Connection lists a field", "/hop-listed", nil},
-		{"backend Proxy-Authenticate", "/hop-proxy", nil},
-		{"backend Upgrade without 101", "/hop-upgrade", nil},
+		{"sniffed Content-Type", "/sniff", nil, nil},
+		{"Content-Length 0", "/empty", nil, nil},
+		{"204", "/204", nil, nil},
+		{"204 with a Content-Length", "/204-length", nil, nil},
+		{"304 with a Content-Length", "/304", nil, nil},
+		{"Content-Encoding, not sniffed", "/gzip", nil, nil},
+		{"blank Content-Encoding", "/blank-ce", nil, nil},
+		{"repeated response fields", "/set-cookies", nil, nil},
+		{"103 Early Hints", "/early-hints", nil, nil},
+		{"backend Server replaced", "/server", nil, nil},
+		{"backend Date kept", "/date", nil, nil},
+		{"chunked response", "/chunked", nil, nil},
+		{"chunked response with trailers", "/trailers", nil, nil},
+		{"response without length", "/nolength", nil, nil},
+		{"HTTP 1.0 backend", "/http10", nil, nil},
+		{"500 with a custom reason", "/500", nil, nil},
+		{"unknown status code", "/599", nil, nil},
+		{"64 KiB body", "/big", nil, nil},
+		{"response values with spaces", "/spaces", nil, nil},
+		{"backend Connection close", "/hop-close", nil, nil},
+		{"backend keep-alive", "/hop-keepalive", nil, nil},
+		{"backend Connection lists a field", "/hop-listed", nil, nil},
+		{"backend Proxy-Authenticate", "/hop-proxy", nil, nil},
+		{"backend Upgrade without 101", "/hop-upgrade", nil, nil},
+		{"lower-case response names", "/lower-names", nil, nil},
+		{"repeated Content-Length", "/dup-length", nil, nil},
+		{"Transfer-Encoding and Content-Length", "/te-and-cl", nil, nil},
+		{"folded response field", "/folded", nil, nil},
+		{"blank and set Content-Encoding", "/two-encodings", nil, nil},
+		{"sniffing a body that comes in parts", "/split-sniff", nil, knownSplitSniff},
+		{"sniffing a body without length that comes in parts", "/split-nolength", nil, nil},
 	} {
 		cases = append(cases,
-			laneCase{name: r.name, req: get(r.path, "TE: trailers\r\n"), known: r.known},
-			laneCase{name: r.name + " to POST", req: "POST " + r.path + " HTTP/1.1\r\nHost: x\r\nUser-Agent: lanes\r\nContent-Length: 2\r\n\r\nhi", known: r.known})
+			laneCase{name: r.name, req: get(r.path, "TE: trailers\r\n"), known: r.knownGET},
+			laneCase{name: r.name + " to POST", req: "POST " + r.path + " HTTP/1.1\r\nHost: x\r\nUser-Agent: lanes\r\nContent-Length: 2\r\n\r\nhi", known: r.knownPOST})
 	}
 	return cases
 }
@@ -192,37 +214,47 @@ const backendDate = "Mon, 01 Jan 2024 00:00:00 GMT"
 type backendScript struct {
 	head, body string
 	close      bool
+	// split sends the body's first split bytes apart, after a pause, so that the proxy reads them
+	// alone.
+	split int
 }
 
 var bigBody = strings.Repeat("0123456789abcdef", 4<<10)
 
 var backendScripts = map[string]backendScript{
-	"/small":         {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5", body: "hello"},
-	"/sniff":         {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n"},
-	"/empty":         {head: "HTTP/1.1 200 OK\r\nContent-Length: 0"},
-	"/204":           {head: "HTTP/1.1 204 No Content\r\nX-A: b"},
-	"/204-length":    {head: "HTTP/1.1 204 No Content\r\nContent-Length: 0"},
-	"/304":           {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nContent-Type: text/html\r\nContent-Length: 42"},
-	"/304-plain":     {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nCache-Control: max-age=60"},
-	"/gzip":          {head: "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5", body: "\x1f\x8b\x08\x00\x00"},
-	"/blank-ce":      {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Length: 14", body: "<html>x</html>"},
-	"/set-cookies":   {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nContent-Length: 2\r\nSet-Cookie: b=2; HttpOnly\r\nVary: Accept\r\nVary: Cookie", body: "ok"},
-	"/early-hints":   {head: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok"},
-	"/server":        {head: "HTTP/1.1 200 OK\r\nServer: upstream/1.2\r\nContent-Length: 2", body: "ok"},
-	"/date":          {head: "HTTP/1.1 200 OK\r\nDate: " + backendDate + "\r\nContent-Length: 2", body: "ok"},
-	"/chunked":       {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked", body: "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"},
-	"/trailers":      {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked", body: "3\r\nabc\r\n0\r\nX-Checksum: 42\r\n\r\n"},
-	"/nolength":      {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain", body: "until the end", close: true},
-	"/http10":        {head: "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok", close: true},
-	"/500":           {head: "HTTP/1.1 500 Database On Fire\r\nContent-Type: text/plain\r\nContent-Length: 4", body: "fire"},
-	"/599":           {head: "HTTP/1.1 599 Odd\r\nContent-Length: 3", body: "odd"},
-	"/big":           {head: fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d", len(bigBody)), body: bigBody},
-	"/spaces":        {head: "HTTP/1.1 200 OK\r\nX-Spaced:    padded value   \r\nX-Tab:\tv\t\r\nX-Empty:\r\nContent-Length: 2", body: "ok"},
-	"/hop-close":     {head: "HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nContent-Length: 2", body: "ok", close: true},
-	"/hop-keepalive": {head: "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: 2", body: "ok"},
-	"/hop-listed":    {head: "HTTP/1.1 200 OK\r\nConnection: X-Bar\r\nX-Bar: secret\r\nX-Baz: kept\r\nContent-Length: 2", body: "ok"},
-	"/hop-proxy":     {head: "HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 2", body: "ok"},
-	"/hop-upgrade":   {head: "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2", body: "ok"},
+	"/small":          {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5", body: "hello"},
+	"/sniff":          {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n"},
+	"/empty":          {head: "HTTP/1.1 200 OK\r\nContent-Length: 0"},
+	"/204":            {head: "HTTP/1.1 204 No Content\r\nX-A: b"},
+	"/204-length":     {head: "HTTP/1.1 204 No Content\r\nContent-Length: 0"},
+	"/304":            {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nContent-Type: text/html\r\nContent-Length: 42"},
+	"/304-plain":      {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nCache-Control: max-age=60"},
+	"/gzip":           {head: "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5", body: "\x1f\x8b\x08\x00\x00"},
+	"/blank-ce":       {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Length: 14", body: "<html>x</html>"},
+	"/set-cookies":    {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nContent-Length: 2\r\nSet-Cookie: b=2; HttpOnly\r\nVary: Accept\r\nVary: Cookie", body: "ok"},
+	"/early-hints":    {head: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok"},
+	"/server":         {head: "HTTP/1.1 200 OK\r\nServer: upstream/1.2\r\nContent-Length: 2", body: "ok"},
+	"/date":           {head: "HTTP/1.1 200 OK\r\nDate: " + backendDate + "\r\nContent-Length: 2", body: "ok"},
+	"/chunked":        {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked", body: "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"},
+	"/trailers":       {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked", body: "3\r\nabc\r\n0\r\nX-Checksum: 42\r\n\r\n"},
+	"/nolength":       {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain", body: "until the end", close: true},
+	"/http10":         {head: "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok", close: true},
+	"/500":            {head: "HTTP/1.1 500 Database On Fire\r\nContent-Type: text/plain\r\nContent-Length: 4", body: "fire"},
+	"/599":            {head: "HTTP/1.1 599 Odd\r\nContent-Length: 3", body: "odd"},
+	"/big":            {head: fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d", len(bigBody)), body: bigBody},
+	"/spaces":         {head: "HTTP/1.1 200 OK\r\nX-Spaced:    padded value   \r\nX-Tab:\tv\t\r\nX-Empty:\r\nContent-Length: 2", body: "ok"},
+	"/hop-close":      {head: "HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nContent-Length: 2", body: "ok", close: true},
+	"/hop-keepalive":  {head: "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: 2", body: "ok"},
+	"/hop-listed":     {head: "HTTP/1.1 200 OK\r\nConnection: X-Bar\r\nX-Bar: secret\r\nX-Baz: kept\r\nContent-Length: 2", body: "ok"},
+	"/hop-proxy":      {head: "HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 2", body: "ok"},
+	"/lower-names":    {head: "HTTP/1.1 200 OK\r\ncontent-length:  2 \r\nx-lower:v\r\nserver: upstream\r\nconnection: Keep-Alive, X-HOP\r\nx-hop: secret\r\ncontent-TYPE: text/plain", body: "ok"},
+	"/dup-length":     {head: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok"},
+	"/te-and-cl":      {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 100", body: "2\r\nok\r\n0\r\n\r\n"},
+	"/folded":         {head: "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2", body: "ok"},
+	"/two-encodings":  {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Encoding: gzip\r\nContent-Length: 14", body: "<html>x</html>"},
+	"/split-sniff":    {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n", split: 3},
+	"/split-nolength": {head: "HTTP/1.1 200 OK", body: "<!DOCTYPE html><html><body>hi</body></html>\n", split: 3, close: true},
+	"/hop-upgrade":    {head: "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2", body: "ok"},
 }
 
 func startScriptedBackend(t *testing.T) *scriptedBackend {
@@ -271,7 +303,15 @@ func (b *scriptedBackend) serve(c net.Conn) {
 		}
 		out := s.head + "\r\n\r\n"
 		if req.Method != http.MethodHead {
-			out += s.body
+			if s.split > 0 {
+				if _, err := io.WriteString(c, out+s.body[:s.split]); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+				out = s.body[s.split:]
+			} else {
+				out += s.body
+			}
 		}
 		if _, err := io.WriteString(c, out); err != nil || s.close || req.Close {
 			return
@@ -308,15 +348,6 @@ func peekHead(br *bufio.Reader) (string, error) {
 func formatMessage(head string, body []byte, to messageKind) string {
 	lines := strings.Split(head, "\r\n")
 	first := lines[0]
-	if to == answerTo10 {
-		// An HTTP/1.0 request is answered "HTTP/1.1" by the fast path, with Connection: close
-		// when the connection ends, and "HTTP/1.0" by net/http, without: RFC 9110 6.2 asks a server
-		// for the highest version it conforms to (nginx answers the same way as the fast path), and an
-		// HTTP/1.1 answer must then say close (RFC 9112 9.3). Both mean the same to an HTTP/1.0
-		// client; the close itself is compared through the state of the connection afterwards.
-		first = strings.Replace(first, "HTTP/1.0 ", "HTTP/1.x ", 1)
-		first = strings.Replace(first, "HTTP/1.1 ", "HTTP/1.x ", 1)
-	}
 	fields := make([]string, 0, len(lines))
 	for _, l := range lines[1:] {
 		name, value, _ := strings.Cut(l, ":")
@@ -326,8 +357,6 @@ func formatMessage(head string, body []byte, to messageKind) string {
 			value = "(now)"
 		case name == "X-Forwarded-Port" && to == requestToBackend:
 			value = "(listener port)"
-		case name == "Connection" && strings.EqualFold(value, "close") && to == answerTo10:
-			continue
 		}
 		fields = append(fields, name+": "+value)
 	}
