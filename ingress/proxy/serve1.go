@@ -154,7 +154,7 @@ func (fc *fconn) serve() bool {
 		s.served.Add(1)
 		var keep bool
 		if fc.directOK(st, rt) {
-			keep = fc.direct(st, rt, start)
+			keep = fc.serveDirect(st, rt, start)
 		} else {
 			keep = fc.serveOne(st, rt, start)
 		}
@@ -335,14 +335,30 @@ func (fc *fconn) handle(w *fastRW, r *http.Request, st *state, rt *route.Route, 
 	defer func() {
 		if v := recover(); v != nil {
 			aborted = true
-			if v != http.ErrAbortHandler { //nolint:errorlint // net/http compares the same way
-				buf := make([]byte, 64<<10)
-				buf = buf[:runtime.Stack(buf, false)]
-				fc.s.h.p.opts.Logger.Error(fmt.Errorf("%v", v), "Panic serving a request", "client", fc.remote, "stack", string(buf))
-			}
+			fc.logPanic(v)
 		}
 	}()
 	return fc.s.h.serveRoute(w, r, st, rt, start)
+}
+
+// serveDirect runs the direct lane, recovering its panics as handle does; a panic ends the
+// connection.
+func (fc *fconn) serveDirect(st *state, rt *route.Route, start time.Time) (keep bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			keep = false
+			fc.logPanic(v)
+		}
+	}()
+	return fc.direct(st, rt, start)
+}
+
+func (fc *fconn) logPanic(v any) {
+	if v != http.ErrAbortHandler { //nolint:errorlint // net/http compares the same way
+		buf := make([]byte, 64<<10)
+		buf = buf[:runtime.Stack(buf, false)]
+		fc.s.h.p.opts.Logger.Error(fmt.Errorf("%v", v), "Panic serving a request", "client", fc.remote, "stack", string(buf))
+	}
 }
 
 // bodyReader is a request body of known length, read from the connection's buffer.
