@@ -30,49 +30,32 @@ import (
 //   - bodies as bytes after their framing is removed: chunk sizes follow when each lane flushes (the
 //     framing itself, Transfer-Encoding or Content-Length, is among the fields);
 //   - Date's value, which is the time of the answer, unless it is the backend's own (kept as it is);
-//   - the backend's X-Forwarded-Port, which is each harness's own listener port by construction;
-//   - the version in the status line of an answer to an HTTP/1.0 request, and its Connection: close
-//     (see formatMessage).
+//   - the backend's X-Forwarded-Port, which is each harness's own listener port by construction.
 //
-// The fast lane serves each request the way the fast path picks for it; the answers of the backend
-// are asked for by a GET without a body and by a POST with one, which the fast path serves apart.
+// The fast lane serves each request the way the fast path picks for it (the direct lane for bodiless
+// idempotent requests with plain paths, the handler with its own response writer and upstream wire
+// code for the others); so the answers of the backend are asked for both by a GET without a body and
+// by a POST with one.
 //
 // A case marked known is a difference of today that is a bug of the fast path: the test asserts it
 // still shows, so that it fails the day the bug is fixed and the mark must go.
 func TestLanesMatchNetHTTP(t *testing.T) {
-	be := startScriptedBackend(t)
-	lanes := []struct {
-		name string
-		h    *harness
-	}{
-		{"fast", newHarness(t)},
-		{"net/http", newHarness(t, func(c *Config) { c.DisableFastPath = true })},
-	}
-	for _, l := range lanes {
-		l.h.apply(simple("", "lanes", be.addr))
-	}
+	ls := startLanes(t)
 	for _, tc := range laneCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			run := func() string {
-				var res [2]laneResult
-				for i, l := range lanes {
-					res[i] = runLane(t, l.h, be, tc.req)
-				}
-				return res[0].diff(res[1])
-			}
-			diff := run()
+			diff := ls.compare(t, tc.req)
 			// A known difference that shows only when the backend's bytes arrive apart may hide when
 			// the proxy is slow to read them: it is gone when it shows in none of a few runs.
 			for try := 1; tc.known != nil && diff == "" && try < 3; try++ {
-				diff = run()
+				diff = ls.compare(t, tc.req)
 			}
 			switch changed := changedLines(diff); {
 			case tc.known == nil && diff != "":
-				t.Errorf("the lanes differ (-%s +%s):\n%s", lanes[0].name, lanes[1].name, diff)
+				t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
 			case tc.known != nil && diff == "":
 				t.Errorf("the known difference %q is gone: remove the mark", tc.known)
 			case tc.known != nil && !slices.Equal(changed, tc.known):
-				t.Errorf("the known difference %q changed (-%s +%s):\n%s", tc.known, lanes[0].name, lanes[1].name, diff)
+				t.Errorf("the known difference %q changed (-fast +net/http):\n%s", tc.known, diff)
 			case tc.known != nil:
 				t.Logf("known difference:\n%s", diff)
 			}
@@ -80,9 +63,71 @@ func TestLanesMatchNetHTTP(t *testing.T) {
 	}
 	// Every request must have been the fast path's on the fast lane, or the comparison is of
 	// net/http with itself.
-	if served, handed := lanes[0].h.fastStats(); served == 0 || handed != 0 {
+	if served, handed := ls.fast.fastStats(); served == 0 || handed != 0 {
 		t.Errorf("the fast lane served %d requests and handed %d connections to net/http, want all served", served, handed)
 	}
+}
+
+// FuzzLanesMatchNetHTTP sends requests with one fuzzed method, target and header field to both lanes.
+// Requests the fast path does not take are handed to net/http, which must then answer as the other
+// lane does too. Inputs that would frame a body or upgrade are left out: the comparison waits for
+// answers, and those requests are net/http's on both lanes anyway.
+func FuzzLanesMatchNetHTTP(f *testing.F) {
+	for _, seed := range [][4]string{
+		{"GET", "/small", "Accept", "*/*"},
+		{"HEAD", "/big", "X-Lower", "v"},
+		{"DELETE", "/a%2Fb?q=1", "connection", "x-a, keep-alive"},
+		{"OPTIONS", "/sniff", "Te", "trailers, gzip"},
+		{"GET", "/304", "If-None-Match", "\"v1\""},
+		{"GET", "/hop-listed", "Pragma", "no-cache"},
+		{"PUT", "/small", "X-Forwarded-For", "192.0.2.1"},
+		{"GET", "/small?x", "User-Agent", ""},
+		{"G(T", "/", "X", "y"},
+		{"GET", "/", "Bad Name", "y"},
+		{"GET", "/", "X", "a\x00b"},
+	} {
+		f.Add(seed[0], seed[1], seed[2], seed[3])
+	}
+	ls := startLanes(f)
+	f.Fuzz(func(t *testing.T, method, target, name, value string) {
+		for _, s := range []string{method, target, name, value} {
+			if strings.ContainsAny(s, "\r\n") {
+				t.Skip("line breaks make other requests")
+			}
+		}
+		switch strings.ToLower(name) {
+		case "content-length", "transfer-encoding", "expect", "upgrade", "http2-settings":
+			t.Skip("a body or an upgrade")
+		}
+		if method == "" || method == http.MethodConnect || strings.ContainsAny(method, " ") || !strings.HasPrefix(target, "/") || strings.Contains(target, " ") {
+			t.Skip("not an origin-form request line")
+		}
+		req := method + " " + target + " HTTP/1.1\r\nHost: x\r\n" + name + ": " + value + "\r\n\r\n"
+		if diff := ls.compare(t, req); diff != "" {
+			t.Errorf("%q: the lanes differ (-fast +net/http):\n%s", req, diff)
+		}
+	})
+}
+
+// lanes are the harnesses compared, in front of one scripted backend.
+type lanes struct {
+	be            *scriptedBackend
+	fast, netHTTP *harness
+}
+
+func startLanes(tb testing.TB) *lanes {
+	ls := &lanes{be: startScriptedBackend(tb), fast: newHarness(tb), netHTTP: newHarness(tb, func(c *Config) { c.DisableFastPath = true })}
+	for _, h := range []*harness{ls.fast, ls.netHTTP} {
+		h.apply(simple("", "lanes", ls.be.addr))
+	}
+	return ls
+}
+
+// compare sends req to both lanes and returns the diff (-fast +net/http) of what they did, "" for none.
+func (ls *lanes) compare(t *testing.T, req string) string {
+	t.Helper()
+	fast := runLane(t, ls.fast, ls.be, req)
+	return fast.diff(runLane(t, ls.netHTTP, ls.be, req))
 }
 
 // laneCase is one request sent, on a used connection, between two plain GETs.
@@ -257,7 +302,7 @@ var backendScripts = map[string]backendScript{
 	"/hop-upgrade":    {head: "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2", body: "ok"},
 }
 
-func startScriptedBackend(t *testing.T) *scriptedBackend {
+func startScriptedBackend(t testing.TB) *scriptedBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+nextLoopback.Add(1)%250))
 	if err != nil {
@@ -294,7 +339,7 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			return
 		}
 		b.mu.Lock()
-		b.got = append(b.got, formatMessage(head, body, requestToBackend))
+		b.got = append(b.got, formatMessage(head, body, true))
 		b.mu.Unlock()
 		path, _, _ := strings.Cut(req.RequestURI, "?")
 		s, ok := backendScripts[path]
@@ -343,11 +388,9 @@ func peekHead(br *bufio.Reader) (string, error) {
 }
 
 // formatMessage writes a message as the comparison sees it: the first line, the fields sorted by
-// canonical name (the values of one name in their order), and the body. to is what the message is:
-// the masks differ.
-func formatMessage(head string, body []byte, to messageKind) string {
+// canonical name (the values of one name in their order), and the body.
+func formatMessage(head string, body []byte, toBackend bool) string {
 	lines := strings.Split(head, "\r\n")
-	first := lines[0]
 	fields := make([]string, 0, len(lines))
 	for _, l := range lines[1:] {
 		name, value, _ := strings.Cut(l, ":")
@@ -355,7 +398,7 @@ func formatMessage(head string, body []byte, to messageKind) string {
 		switch {
 		case name == "Date" && value != backendDate:
 			value = "(now)"
-		case name == "X-Forwarded-Port" && to == requestToBackend:
+		case name == "X-Forwarded-Port" && toBackend:
 			value = "(listener port)"
 		}
 		fields = append(fields, name+": "+value)
@@ -369,17 +412,8 @@ func formatMessage(head string, body []byte, to messageKind) string {
 	if len(q) > 120 {
 		q = q[:120]
 	}
-	return fmt.Sprintf("%s\n%s\nbody %d bytes sha256 %x %q", first, strings.Join(fields, "\n"), len(body), sha256.Sum256(body), q)
+	return fmt.Sprintf("%s\n%s\nbody %d bytes sha256 %x %q", lines[0], strings.Join(fields, "\n"), len(body), sha256.Sum256(body), q)
 }
-
-// messageKind is what formatMessage formats.
-type messageKind int
-
-const (
-	requestToBackend messageKind = iota
-	answerTo11                   // a response to an HTTP/1.1 request
-	answerTo10                   // a response to an HTTP/1.0 request
-)
 
 // laneResult is what one lane did with a case.
 type laneResult struct {
@@ -454,16 +488,11 @@ func runLane(t *testing.T, h *harness, be *scriptedBackend, req string) laneResu
 	var res laneResult
 	const plain = "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
 	for i, r := range []string{plain, req, plain} {
-		line, _, _ := strings.Cut(r, "\r\n")
-		method, _, _ := strings.Cut(line, " ")
-		kind := answerTo11
-		if strings.HasSuffix(line, " HTTP/1.0") {
-			kind = answerTo10
-		}
+		method, _, _ := strings.Cut(r, " ")
 		_, err := io.WriteString(rc.c, r)
 		var resp string
 		if err == nil {
-			resp, err = readRawResponse(rc.br, method, kind)
+			resp, err = readRawResponse(rc.br, method)
 		}
 		if err != nil {
 			if i < 2 {
@@ -485,7 +514,7 @@ func runLane(t *testing.T, h *harness, be *scriptedBackend, req string) laneResu
 }
 
 // readRawResponse reads one response and formats it with the head as sent and the body unframed.
-func readRawResponse(br *bufio.Reader, method string, kind messageKind) (string, error) {
+func readRawResponse(br *bufio.Reader, method string) (string, error) {
 	head, err := peekHead(br)
 	if err != nil {
 		return "", err
@@ -499,7 +528,7 @@ func readRawResponse(br *bufio.Reader, method string, kind messageKind) (string,
 	if err != nil {
 		return "", fmt.Errorf("reading the body: %w", err)
 	}
-	msg := formatMessage(head, body, kind)
+	msg := formatMessage(head, body, false)
 	if len(resp.Trailer) > 0 {
 		var tr []string
 		for k, v := range resp.Trailer {
