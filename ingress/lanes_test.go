@@ -160,6 +160,7 @@ func laneCases() []laneCase {
 		{name: "HEAD of a chunked response", req: "HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{name: "POST with Content-Length", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"},
 		{name: "POST empty", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"},
+		{name: "POST 300 KiB body", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 307200\r\n\r\n" + strings.Repeat("b", 300<<10)},
 		{name: "GET with a body", req: "GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"},
 		{name: "DELETE", req: "DELETE /small HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{name: "OPTIONS", req: "OPTIONS /small HTTP/1.1\r\nHost: x\r\n\r\n"},
@@ -229,6 +230,9 @@ func laneCases() []laneCase {
 		{"backend Proxy-Authenticate", "/hop-proxy", nil, nil},
 		{"backend Upgrade without 101", "/hop-upgrade", nil, nil},
 		{"lower-case response names", "/lower-names", nil, nil},
+		{"body cut short", "/truncated", nil, nil},
+		{"chunked body cut short", "/truncated-chunked", nil, nil},
+		{"malformed response", "/garbage", nil, nil},
 		{"repeated Content-Length", "/dup-length", nil, nil},
 		{"Transfer-Encoding and Content-Length", "/te-and-cl", nil, nil},
 		{"folded response field", "/folded", nil, nil},
@@ -267,39 +271,42 @@ type backendScript struct {
 var bigBody = strings.Repeat("0123456789abcdef", 4<<10)
 
 var backendScripts = map[string]backendScript{
-	"/small":          {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5", body: "hello"},
-	"/sniff":          {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n"},
-	"/empty":          {head: "HTTP/1.1 200 OK\r\nContent-Length: 0"},
-	"/204":            {head: "HTTP/1.1 204 No Content\r\nX-A: b"},
-	"/204-length":     {head: "HTTP/1.1 204 No Content\r\nContent-Length: 0"},
-	"/304":            {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nContent-Type: text/html\r\nContent-Length: 42"},
-	"/304-plain":      {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nCache-Control: max-age=60"},
-	"/gzip":           {head: "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5", body: "\x1f\x8b\x08\x00\x00"},
-	"/blank-ce":       {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Length: 14", body: "<html>x</html>"},
-	"/set-cookies":    {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nContent-Length: 2\r\nSet-Cookie: b=2; HttpOnly\r\nVary: Accept\r\nVary: Cookie", body: "ok"},
-	"/early-hints":    {head: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok"},
-	"/server":         {head: "HTTP/1.1 200 OK\r\nServer: upstream/1.2\r\nContent-Length: 2", body: "ok"},
-	"/date":           {head: "HTTP/1.1 200 OK\r\nDate: " + backendDate + "\r\nContent-Length: 2", body: "ok"},
-	"/chunked":        {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked", body: "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"},
-	"/trailers":       {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked", body: "3\r\nabc\r\n0\r\nX-Checksum: 42\r\n\r\n"},
-	"/nolength":       {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain", body: "until the end", close: true},
-	"/http10":         {head: "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok", close: true},
-	"/500":            {head: "HTTP/1.1 500 Database On Fire\r\nContent-Type: text/plain\r\nContent-Length: 4", body: "fire"},
-	"/599":            {head: "HTTP/1.1 599 Odd\r\nContent-Length: 3", body: "odd"},
-	"/big":            {head: fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d", len(bigBody)), body: bigBody},
-	"/spaces":         {head: "HTTP/1.1 200 OK\r\nX-Spaced:    padded value   \r\nX-Tab:\tv\t\r\nX-Empty:\r\nContent-Length: 2", body: "ok"},
-	"/hop-close":      {head: "HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nContent-Length: 2", body: "ok", close: true},
-	"/hop-keepalive":  {head: "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: 2", body: "ok"},
-	"/hop-listed":     {head: "HTTP/1.1 200 OK\r\nConnection: X-Bar\r\nX-Bar: secret\r\nX-Baz: kept\r\nContent-Length: 2", body: "ok"},
-	"/hop-proxy":      {head: "HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 2", body: "ok"},
-	"/lower-names":    {head: "HTTP/1.1 200 OK\r\ncontent-length:  2 \r\nx-lower:v\r\nserver: upstream\r\nconnection: Keep-Alive, X-HOP\r\nx-hop: secret\r\ncontent-TYPE: text/plain", body: "ok"},
-	"/dup-length":     {head: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok"},
-	"/te-and-cl":      {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 100", body: "2\r\nok\r\n0\r\n\r\n"},
-	"/folded":         {head: "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2", body: "ok"},
-	"/two-encodings":  {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Encoding: gzip\r\nContent-Length: 14", body: "<html>x</html>"},
-	"/split-sniff":    {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n", split: 3},
-	"/split-nolength": {head: "HTTP/1.1 200 OK", body: "<!DOCTYPE html><html><body>hi</body></html>\n", split: 3, close: true},
-	"/hop-upgrade":    {head: "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2", body: "ok"},
+	"/small":             {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5", body: "hello"},
+	"/sniff":             {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n"},
+	"/empty":             {head: "HTTP/1.1 200 OK\r\nContent-Length: 0"},
+	"/204":               {head: "HTTP/1.1 204 No Content\r\nX-A: b"},
+	"/204-length":        {head: "HTTP/1.1 204 No Content\r\nContent-Length: 0"},
+	"/304":               {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nContent-Type: text/html\r\nContent-Length: 42"},
+	"/304-plain":         {head: "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\nCache-Control: max-age=60"},
+	"/gzip":              {head: "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5", body: "\x1f\x8b\x08\x00\x00"},
+	"/blank-ce":          {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Length: 14", body: "<html>x</html>"},
+	"/set-cookies":       {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nContent-Length: 2\r\nSet-Cookie: b=2; HttpOnly\r\nVary: Accept\r\nVary: Cookie", body: "ok"},
+	"/early-hints":       {head: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok"},
+	"/server":            {head: "HTTP/1.1 200 OK\r\nServer: upstream/1.2\r\nContent-Length: 2", body: "ok"},
+	"/date":              {head: "HTTP/1.1 200 OK\r\nDate: " + backendDate + "\r\nContent-Length: 2", body: "ok"},
+	"/chunked":           {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked", body: "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"},
+	"/trailers":          {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked", body: "3\r\nabc\r\n0\r\nX-Checksum: 42\r\n\r\n"},
+	"/nolength":          {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain", body: "until the end", close: true},
+	"/http10":            {head: "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok", close: true},
+	"/500":               {head: "HTTP/1.1 500 Database On Fire\r\nContent-Type: text/plain\r\nContent-Length: 4", body: "fire"},
+	"/599":               {head: "HTTP/1.1 599 Odd\r\nContent-Length: 3", body: "odd"},
+	"/big":               {head: fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d", len(bigBody)), body: bigBody},
+	"/spaces":            {head: "HTTP/1.1 200 OK\r\nX-Spaced:    padded value   \r\nX-Tab:\tv\t\r\nX-Empty:\r\nContent-Length: 2", body: "ok"},
+	"/hop-close":         {head: "HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nContent-Length: 2", body: "ok", close: true},
+	"/hop-keepalive":     {head: "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: 2", body: "ok"},
+	"/hop-listed":        {head: "HTTP/1.1 200 OK\r\nConnection: X-Bar\r\nX-Bar: secret\r\nX-Baz: kept\r\nContent-Length: 2", body: "ok"},
+	"/hop-proxy":         {head: "HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 2", body: "ok"},
+	"/lower-names":       {head: "HTTP/1.1 200 OK\r\ncontent-length:  2 \r\nx-lower:v\r\nserver: upstream\r\nconnection: Keep-Alive, X-HOP\r\nx-hop: secret\r\ncontent-TYPE: text/plain", body: "ok"},
+	"/dup-length":        {head: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\nContent-Length: 2", body: "ok"},
+	"/te-and-cl":         {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 100", body: "2\r\nok\r\n0\r\n\r\n"},
+	"/folded":            {head: "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2", body: "ok"},
+	"/two-encodings":     {head: "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Encoding: gzip\r\nContent-Length: 14", body: "<html>x</html>"},
+	"/split-sniff":       {head: "HTTP/1.1 200 OK\r\nContent-Length: 44", body: "<!DOCTYPE html><html><body>hi</body></html>\n", split: 3},
+	"/split-nolength":    {head: "HTTP/1.1 200 OK", body: "<!DOCTYPE html><html><body>hi</body></html>\n", split: 3, close: true},
+	"/truncated":         {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10", body: "12345", close: true},
+	"/truncated-chunked": {head: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked", body: "5\r\n12345\r\n", close: true},
+	"/garbage":           {head: "HTTP/1.1 abc", close: true},
+	"/hop-upgrade":       {head: "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 2", body: "ok"},
 }
 
 func startScriptedBackend(t testing.TB) *scriptedBackend {
@@ -495,15 +502,23 @@ func runLane(t *testing.T, h *harness, be *scriptedBackend, req string) laneResu
 			resp, err = readRawResponse(rc.br, method)
 		}
 		if err != nil {
-			if i < 2 {
-				t.Fatalf("request %d: %v", i, err)
+			if i == 0 {
+				t.Fatalf("the request before the case's: %v", err)
+			}
+			if !errors.Is(err, io.EOF) && !errors.Is(err, errCutShort) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+				res.after = "failed: " + err.Error()
+				break
+			}
+			// A response the backend cut short reaches the client as a head and the bytes so far
+			// from the fast path, as from nginx, and as nothing from net/http, which drops what it
+			// buffered when the handler aborts: both end the connection before a complete response,
+			// which is what the comparison keeps.
+			if i == 1 {
+				res.client = append(res.client, "no complete response")
 			}
 			// A connection the server closed fails the write or the read of the last request, with
 			// the error depending on when the server's FIN and its RST to the write came.
 			res.after = "closed"
-			if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
-				res.after = "failed: " + err.Error()
-			}
 			break
 		}
 		res.client = append(res.client, resp)
@@ -512,6 +527,9 @@ func runLane(t *testing.T, h *harness, be *scriptedBackend, req string) laneResu
 	res.backend = be.take()
 	return res
 }
+
+// errCutShort is readRawResponse's error for a response whose body ends before its framing does.
+var errCutShort = errors.New("the body was cut short")
 
 // readRawResponse reads one response and formats it with the head as sent and the body unframed.
 func readRawResponse(br *bufio.Reader, method string) (string, error) {
@@ -526,7 +544,7 @@ func readRawResponse(br *bufio.Reader, method string) (string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return "", fmt.Errorf("reading the body: %w", err)
+		return "", fmt.Errorf("%w: %w", errCutShort, err)
 	}
 	msg := formatMessage(head, body, false)
 	if len(resp.Trailer) > 0 {
