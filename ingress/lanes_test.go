@@ -124,10 +124,19 @@ func startLanes(tb testing.TB) *lanes {
 }
 
 // compare sends req to both lanes and returns the diff (-fast +net/http) of what they did, "" for none.
+// When they kept the connection, it sends the requests again pipelined, which leaves the next
+// request in the buffer the fast path reads the case's from.
 func (ls *lanes) compare(t *testing.T, req string) string {
 	t.Helper()
-	fast := runLane(t, ls.fast, ls.be, req)
-	return fast.diff(runLane(t, ls.netHTTP, ls.be, req))
+	fast := runLane(t, ls.fast, ls.be, req, false)
+	if diff := fast.diff(runLane(t, ls.netHTTP, ls.be, req, false)); diff != "" || fast.after != "open" {
+		return diff
+	}
+	fast = runLane(t, ls.fast, ls.be, req, true)
+	if diff := fast.diff(runLane(t, ls.netHTTP, ls.be, req, true)); diff != "" {
+		return "pipelined:\n" + diff
+	}
+	return ""
 }
 
 // laneCase is one request sent, on a used connection, between two plain GETs.
@@ -485,8 +494,8 @@ func changedLines(diff string) []string {
 
 // runLane sends a plain GET, the case's request and another plain GET on one connection to h, and
 // returns what the backend and the client received. The requests around the case's show framing
-// errors, and the last whether the connection stayed open.
-func runLane(t *testing.T, h *harness, be *scriptedBackend, req string) laneResult {
+// errors, and the last whether the connection stayed open. pipelined sends the three at once.
+func runLane(t *testing.T, h *harness, be *scriptedBackend, req string, pipelined bool) laneResult {
 	t.Helper()
 	rc := h.dial(t)
 	defer rc.c.Close()
@@ -494,9 +503,18 @@ func runLane(t *testing.T, h *harness, be *scriptedBackend, req string) laneResu
 	be.take()
 	var res laneResult
 	const plain = "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
-	for i, r := range []string{plain, req, plain} {
+	reqs := []string{plain, req, plain}
+	if pipelined {
+		if _, err := io.WriteString(rc.c, strings.Join(reqs, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range reqs {
 		method, _, _ := strings.Cut(r, " ")
-		_, err := io.WriteString(rc.c, r)
+		var err error
+		if !pipelined {
+			_, err = io.WriteString(rc.c, r)
+		}
 		var resp string
 		if err == nil {
 			resp, err = readRawResponse(rc.br, method)
