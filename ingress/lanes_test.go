@@ -68,6 +68,33 @@ func TestLanesMatchNetHTTP(t *testing.T) {
 	}
 }
 
+// TestLanesTrustingForwarded compares the lanes where the X-Forwarded-* fields clients send are kept
+// (--ingress-trust-forwarded-headers): the direct lane writes them itself.
+func TestLanesTrustingForwarded(t *testing.T) {
+	ls := startLanes(t, func(c *Config) { c.TrustForwardedHeaders = true })
+	for _, tc := range []struct{ name, fields string }{
+		{"none", ""},
+		{"X-Forwarded-For only", "X-Forwarded-For: 192.0.2.1\r\n"},
+		{"two X-Forwarded-For", "X-Forwarded-For: 192.0.2.1, 192.0.2.2\r\nx-forwarded-for: 192.0.2.3\r\nX-Forwarded-Proto: https\r\n"},
+		{"all of them", "X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: a.example\r\nX-Forwarded-Port: 443\r\nX-Real-IP: 192.0.2.1\r\n"},
+		{"X-Forwarded-Proto only", "X-Forwarded-Proto: https\r\n"},
+		{"without X-Forwarded-Proto", "X-Forwarded-Host: a.example\r\nX-Forwarded-Port: 443\r\nX-Real-IP: 192.0.2.1\r\n"},
+		{"empty X-Forwarded-Proto", "X-Forwarded-Proto:\r\nX-Forwarded-Host: a.example\r\n"},
+	} {
+		for _, method := range []string{"GET", "POST"} {
+			t.Run(tc.name+" "+method, func(t *testing.T) {
+				req := method + " /small HTTP/1.1\r\nHost: x\r\n" + tc.fields + "\r\n"
+				if method == "POST" {
+					req = method + " /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + tc.fields + "\r\nhi"
+				}
+				if diff := ls.compare(t, req, false); diff != "" {
+					t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
 // FuzzLanesMatchNetHTTP sends requests with one fuzzed method, target and header field to both lanes.
 // Requests the fast path does not take are handed to net/http, which must then answer as the other
 // lane does too. Inputs that would frame a body or upgrade are left out: the comparison waits for
@@ -115,8 +142,13 @@ type lanes struct {
 	fast, netHTTP *harness
 }
 
-func startLanes(tb testing.TB) *lanes {
-	ls := &lanes{be: startScriptedBackend(tb), fast: newHarness(tb), netHTTP: newHarness(tb, func(c *Config) { c.DisableFastPath = true })}
+// startLanes starts the lanes with the default configuration changed by mut.
+func startLanes(tb testing.TB, mut ...func(*Config)) *lanes {
+	ls := &lanes{
+		be:      startScriptedBackend(tb),
+		fast:    newHarness(tb, mut...),
+		netHTTP: newHarness(tb, append(mut, func(c *Config) { c.DisableFastPath = true })...),
+	}
 	for _, h := range []*harness{ls.fast, ls.netHTTP} {
 		h.apply(simple("", "lanes", ls.be.addr))
 	}
@@ -248,6 +280,10 @@ func laneCases() []laneCase {
 		{name: "HTTP 1.0 keep-alive", req: "GET /small HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
 		{name: "HTTP 1.0 keep-alive, no length upstream", req: "GET /nolength HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
 		{name: "HTTP 1.0 keep-alive, chunked upstream", req: "GET /chunked HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
+		{name: "HTTP 1.0 HEAD", req: "HEAD /small HTTP/1.0\r\nHost: x\r\n\r\n"},
+		{name: "HTTP 1.0 keep-alive, 204", req: "GET /204 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
+		{name: "HTTP 1.0 keep-alive, 304", req: "GET /304 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
+		{name: "HTTP 1.0 POST", req: "POST /small HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"},
 		{name: "Connection close", req: get("/small", "Connection: close\r\n")},
 		{name: "Pragma no-cache", req: get("/small", "Pragma: no-cache\r\n")},
 		{name: "query string", req: get("/small?a=1&b=two%20words&c&d=%2F")},
@@ -305,6 +341,8 @@ func laneCases() []laneCase {
 		{"backend Proxy-Authenticate", "/hop-proxy", nil, nil},
 		{"backend Upgrade without 101", "/hop-upgrade", nil, nil},
 		{"lower-case response names", "/lower-names", nil, nil},
+		{"a 10 KiB response head", "/big-head", nil, nil},
+		{"a 40 KiB response head", "/huge-head", nil, nil},
 		{"body cut short", "/truncated", nil, nil},
 		{"chunked body cut short", "/truncated-chunked", nil, nil},
 		{"malformed response", "/garbage", nil, nil},
@@ -389,6 +427,8 @@ var backendScripts = map[string]backendScript{
 	"/garbage":           {head: "HTTP/1.1 abc", close: true},
 	"/gar%62age":         {head: "HTTP/1.1 abc", close: true}, // /garbage in a form that needs unescaping
 	"/drop":              {drop: true},
+	"/big-head":          {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=" + strings.Repeat("c", 10<<10) + "\r\nContent-Length: 2", body: "ok"},
+	"/huge-head":         {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=" + strings.Repeat("c", 20<<10) + "\r\nX-More: " + strings.Repeat("m", 20<<10) + "\r\nContent-Length: 2", body: "ok"},
 	"/partial-head":      {head: "HTTP/1.1 200 OK\r\nContent-Le", drop: true},
 	"/partial%2Dhead":    {head: "HTTP/1.1 200 OK\r\nContent-Le", drop: true}, // in a form that needs unescaping
 	"/stray":             {head: "HTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok", stray: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nstray"},
