@@ -105,8 +105,8 @@ func (fc *fconn) reqLine() reqLine {
 }
 
 // exchangeDirect sends the request to ep on a pooled connection or a new one and reads the response
-// head. A reused connection that fails before any response byte (the backend closed it while idle)
-// is replaced by a new one once, as roundTrip1 does.
+// head. A reused connection that the backend closed while it sat idle is replaced by a new one
+// once, as roundTrip1 does.
 func (fc *fconn) exchangeDirect(ep *endpoint, to timeouts, now time.Time) (*h1Conn, directHead, error) {
 	p := fc.s.h.p
 	for attempt := 0; ; attempt++ {
@@ -115,16 +115,17 @@ func (fc *fconn) exchangeDirect(ep *endpoint, to timeouts, now time.Time) (*h1Co
 			return nil, directHead{}, err
 		}
 		fc.writeDirect(c.bw, ep.hostport)
-		err = c.bw.Flush()
 		var rh directHead
-		if err == nil {
+		if err = c.bw.Flush(); err != nil {
+			err = &writeError{err}
+		} else {
 			rh, err = readDirectHead(c.br)
 		}
 		if err == nil {
 			return c, rh, nil
 		}
 		c.c.Close()
-		if !reused || attempt > 0 {
+		if !reused || attempt > 0 || !resendable(err, fc.head.method) {
 			return nil, directHead{}, err
 		}
 	}
@@ -243,7 +244,7 @@ type directHead struct {
 // left in br with fallback set.
 func readDirectHead(br *bufio.Reader) (directHead, error) {
 	if _, err := br.Peek(1); err != nil {
-		return directHead{}, err
+		return directHead{}, &noResponseError{err}
 	}
 	for {
 		b, _ := br.Peek(br.Buffered())

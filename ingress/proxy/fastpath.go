@@ -100,12 +100,12 @@ func fastEligible(out *http.Request, pl *pool, upgrade bool) bool {
 	return out.Body == nil || out.ContentLength > 0
 }
 
-// roundTrip1 sends out to ep over a pooled or new connection. A failure on a reused connection before
-// any response byte (the backend closed it while idle) is retried once on a new connection when the
-// request body was not read yet.
+// roundTrip1 sends out to ep over a pooled or new connection. When a reused connection turns out to
+// have been closed by the backend while idle (see resendable), the request goes again on a new one
+// if its body was not read yet.
 func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, to timeouts) (*http.Response, error) {
-	// A request without a body and safe to repeat is sent again on a new connection when a reused
-	// one turns out stale (as net/http's Transport does), which spares it the liveness check.
+	// A request without a body and safe to repeat can be sent again after such a failure, which
+	// spares it the liveness check.
 	check := out.Body != nil || !idempotent(out.Method)
 	for attempt := 0; ; attempt++ {
 		c, reused, err := p.upstreamConn(out.Context(), ep, to, time.Now(), check)
@@ -118,10 +118,37 @@ func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, 
 			return resp, nil
 		}
 		c.c.Close()
-		if !reused || attempt > 0 || (body != nil && body.touched) || out.Context().Err() != nil {
+		if !reused || attempt > 0 || (body != nil && body.touched) || out.Context().Err() != nil || !resendable(err, out.Method) {
 			return nil, err
 		}
 	}
+}
+
+// writeError is a failure to send a request: the backend had closed the connection, and got none of
+// it.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// noResponseError is a connection that ended before the first byte of a response.
+type noResponseError struct{ err error }
+
+func (e *noResponseError) Error() string { return e.err.Error() }
+func (e *noResponseError) Unwrap() error { return e.err }
+
+// resendable reports whether a request that failed on a reused connection may be sent again on a new
+// one, because the backend most likely closed the connection while it sat idle: the write failed,
+// or (for idempotent methods only, RFC 9110 9.2.2, as nginx retries) the connection closed before
+// any response byte. A timeout or a response cut short is the backend's answer, not a stale
+// connection.
+func resendable(err error, method string) bool {
+	var we *writeError
+	if errors.As(err, &we) {
+		return true
+	}
+	var nr *noResponseError
+	return errors.As(err, &nr) && !isTimeout(err) && idempotent(method)
 }
 
 // upstreamConn returns a pooled connection to ep (checked for liveness if check is set) or a new one,
@@ -149,13 +176,19 @@ func (p *Proxy) exchange(c *h1Conn, out *http.Request, hostport string) (*http.R
 		return nil, err
 	}
 	if err := c.bw.Flush(); err != nil {
-		return nil, err
+		return nil, &writeError{err}
 	}
 	if ctx := out.Context(); ctx.Done() != nil { // the client-side fast path's requests cannot be cancelled
 		stop := context.AfterFunc(ctx, func() { c.c.SetReadDeadline(time.Unix(1, 0)) })
 		defer stop()
 	}
-	resp, err := readFinal(c, out)
+	var resp *http.Response
+	_, err := c.br.Peek(1)
+	if err != nil {
+		err = &noResponseError{err}
+	} else {
+		resp, err = readFinal(c, out)
+	}
 	if err != nil && out.Context().Err() != nil {
 		return nil, out.Context().Err()
 	}
