@@ -207,10 +207,11 @@ var knownStray = slices.Concat([]string{"+ --"}, prefixLines("+ ", forwardedReco
 // body was read. net/http's Transport sends again only what it may: a request whose bytes it did
 // not write at all, or an idempotent one whose connection gave no response byte before it closed.
 // So the fast path repeats
-//   - a bodiless POST (or PATCH) after the backend closed without answering or answered garbage,
-//     which a proxy must not do (RFC 9112 9.3.1: non-idempotent requests are not retried
-//     automatically): the backend may have acted on the first;
-//   - an idempotent request after a response head that is malformed or cut short, which RFC 9112
+//   - a bodiless POST (PATCH takes the same code) after the backend closed without answering or
+//     answered garbage, which a proxy must not do (RFC 9112 9.3.1: non-idempotent requests are not
+//     retried automatically): the backend may have acted on the first;
+//   - an idempotent request after a response head that is cut short (both) or malformed
+//     (roundTrip1; the direct lane hands a head it cannot parse to the handler), which RFC 9112
 //     allows, but the fast path's own comments promise a retry only "before any response byte",
 //     and the backend then sees every request that breaks it twice;
 //   - a DELETE (or PUT without a body) after no response, which RFC 9112 allows too, but roundTrip1
