@@ -110,7 +110,7 @@ func (fc *fconn) reqLine() reqLine {
 func (fc *fconn) exchangeDirect(ep *endpoint, to timeouts, now time.Time) (*h1Conn, directHead, error) {
 	p := fc.s.h.p
 	for attempt := 0; ; attempt++ {
-		c, reused, err := p.upstreamConn(context.Background(), ep, to, now, false)
+		c, reused, err := p.upstreamConn(context.Background(), ep, to, now)
 		if err != nil {
 			return nil, directHead{}, err
 		}
