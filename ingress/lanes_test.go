@@ -95,6 +95,30 @@ func TestLanesTrustingForwarded(t *testing.T) {
 	}
 }
 
+// TestLanesTimeouts compares the lanes when the backend is slower than --ingress-read-timeout.
+func TestLanesTimeouts(t *testing.T) {
+	ls := startLanes(t, func(c *Config) { c.ReadTimeout = 300 * time.Millisecond })
+	for _, tc := range []struct{ name, path string }{
+		{"no head in time", "/slow"},
+		{"the body stalls", "/stall"},
+	} {
+		for _, method := range []string{"GET", "POST"} {
+			t.Run(tc.name+" "+method, func(t *testing.T) {
+				req := "GET " + tc.path + " HTTP/1.1\r\nHost: x\r\n\r\n"
+				if method == "POST" {
+					req = "POST " + tc.path + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+				}
+				// net/http's Transport takes a timeout before the first response byte on a reused
+				// connection for a stale connection and sends a GET again; the fast path takes it
+				// for the backend's answer.
+				if diff := ls.compare(t, laneCase{req: req, resent: true}); diff != "" {
+					t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
 // FuzzLanesMatchNetHTTP sends requests with one fuzzed method, target and header field to both lanes.
 // Requests the fast path does not take are handed to net/http, which must then answer as the other
 // lane does too. Inputs that would frame a body or upgrade are left out: the comparison waits for
@@ -187,7 +211,8 @@ type laneCase struct {
 	// resent: the backend may get the request twice in a row, and the comparison counts it once.
 	// After a reused connection closed before any response byte, the fast path sends an idempotent
 	// request again on a new one, DELETE and PUT included (RFC 9110 9.2.2, as nginx does);
-	// net/http's Transport replays only GET, HEAD, OPTIONS and TRACE. Both are right.
+	// net/http's Transport replays only GET, HEAD, OPTIONS and TRACE, and requests with an
+	// Idempotency-Key, which the fast path does not. Both are right.
 	resent bool
 	// known lists the changed lines of the diff (-fast +net/http) of a difference of today that is a
 	// bug of the fast path, see TestLanesMatchNetHTTP.
@@ -284,6 +309,7 @@ func laneCases() []laneCase {
 		{name: "a head cut short to an escaped path", req: get("/partial%2Dhead")},
 		{name: "no response to a bodiless POST", req: "POST /drop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"},
 		{name: "no response to a POST", req: "POST /drop HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"},
+		{name: "no response to a POST with an Idempotency-Key", req: "POST /drop HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: 0\r\n\r\n", resent: true},
 	}
 	// What the backend answers, to a GET without a body and to a POST with one: the two take
 	// different ways through the fast path.
@@ -354,6 +380,8 @@ type backendScript struct {
 	// split sends the body's first split bytes apart, after a pause, so that the proxy reads them
 	// alone.
 	split int
+	// delay waits before the answer; stall waits after the head and the first bytes of the body.
+	delay, stall time.Duration
 	// drop sends head as it is, without the empty line (nothing when empty), and closes the
 	// connection: no complete answer.
 	drop bool
@@ -402,6 +430,8 @@ var backendScripts = map[string]backendScript{
 	"/garbage":           {head: "HTTP/1.1 abc", close: true},
 	"/gar%62age":         {head: "HTTP/1.1 abc", close: true}, // /garbage in a form that needs unescaping
 	"/drop":              {drop: true},
+	"/slow":              {head: "HTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok", delay: 2 * time.Second},
+	"/stall":             {head: "HTTP/1.1 200 OK\r\nContent-Length: 10", body: "0123456789", split: 4, stall: 2 * time.Second},
 	"/big-head":          {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=" + strings.Repeat("c", 10<<10) + "\r\nContent-Length: 2", body: "ok"},
 	"/huge-head":         {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=" + strings.Repeat("c", 20<<10) + "\r\nX-More: " + strings.Repeat("m", 20<<10) + "\r\nContent-Length: 2", body: "ok"},
 	"/partial-head":      {head: "HTTP/1.1 200 OK\r\nContent-Le", drop: true},
@@ -454,6 +484,7 @@ func (b *scriptedBackend) serve(c net.Conn) {
 		if !ok {
 			s = backendScripts["/small"]
 		}
+		time.Sleep(s.delay)
 		if s.drop {
 			_, _ = io.WriteString(c, s.head)
 			return
@@ -464,7 +495,7 @@ func (b *scriptedBackend) serve(c net.Conn) {
 				if _, err := io.WriteString(c, out+s.body[:s.split]); err != nil {
 					return
 				}
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(max(s.stall, 100*time.Millisecond))
 				out = s.body[s.split:]
 			} else {
 				out += s.body
