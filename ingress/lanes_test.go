@@ -253,6 +253,7 @@ func laneCases() []laneCase {
 		{name: "GET small", req: get("/small", "Accept: */*\r\n")},
 		{name: "HEAD", req: "HEAD /small HTTP/1.1\r\nHost: x\r\nUser-Agent: lanes\r\n\r\n"},
 		{name: "HEAD of a 64 KiB body", req: "HEAD /big HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{name: "HEAD answered with a body", req: "HEAD /head-body HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{name: "HEAD without a length", req: "HEAD /nolength HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{name: "HEAD of a chunked response", req: "HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{name: "POST with Content-Length", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"},
@@ -342,6 +343,11 @@ func laneCases() []laneCase {
 		{"backend Proxy-Authenticate", "/hop-proxy", nil, nil},
 		{"backend Upgrade without 101", "/hop-upgrade", nil, nil},
 		{"lower-case response names", "/lower-names", nil, nil},
+		{"100 Continue unasked", "/continue", nil, nil},
+		{"Transfer-Encoding gzip, chunked", "/te-gzip", nil, nil},
+		{"Transfer-Encoding identity", "/te-identity", nil, nil},
+		{"malformed Content-Length", "/bad-length", nil, nil},
+		{"two different Content-Lengths", "/two-lengths", nil, nil},
 		{"a 10 KiB response head", "/big-head", nil, nil},
 		{"a 40 KiB response head", "/huge-head", nil, nil},
 		{"body cut short", "/truncated", nil, nil},
@@ -380,6 +386,8 @@ type backendScript struct {
 	// split sends the body's first split bytes apart, after a pause, so that the proxy reads them
 	// alone.
 	split int
+	// bodyOnHead sends the body to HEAD requests too, as broken backends do.
+	bodyOnHead bool
 	// delay waits before the answer; stall waits after the head and the first bytes of the body.
 	delay, stall time.Duration
 	// drop sends head as it is, without the empty line (nothing when empty), and closes the
@@ -430,6 +438,12 @@ var backendScripts = map[string]backendScript{
 	"/garbage":           {head: "HTTP/1.1 abc", close: true},
 	"/gar%62age":         {head: "HTTP/1.1 abc", close: true}, // /garbage in a form that needs unescaping
 	"/drop":              {drop: true},
+	"/continue":          {head: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok"},
+	"/head-body":         {head: "HTTP/1.1 200 OK\r\nContent-Length: 5", body: "hello", bodyOnHead: true},
+	"/te-gzip":           {head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked", body: "2\r\nok\r\n0\r\n\r\n"},
+	"/te-identity":       {head: "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 2", body: "ok"},
+	"/bad-length":        {head: "HTTP/1.1 200 OK\r\nContent-Length: 2x", body: "ok", close: true},
+	"/two-lengths":       {head: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3", body: "ok", close: true},
 	"/slow":              {head: "HTTP/1.1 200 OK\r\nContent-Length: 2", body: "ok", delay: 2 * time.Second},
 	"/stall":             {head: "HTTP/1.1 200 OK\r\nContent-Length: 10", body: "0123456789", split: 4, stall: 2 * time.Second},
 	"/big-head":          {head: "HTTP/1.1 200 OK\r\nSet-Cookie: a=" + strings.Repeat("c", 10<<10) + "\r\nContent-Length: 2", body: "ok"},
@@ -490,7 +504,7 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			return
 		}
 		out := s.head + "\r\n\r\n"
-		if req.Method != http.MethodHead {
+		if req.Method != http.MethodHead || s.bodyOnHead {
 			if s.split > 0 {
 				if _, err := io.WriteString(c, out+s.body[:s.split]); err != nil {
 					return
