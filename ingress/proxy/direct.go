@@ -349,7 +349,7 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 	var sniff []byte
 	if !rh.hasType && left > 0 {
 		var err error
-		if sniff, err = c.br.Peek(int(min(left, 512))); err != nil {
+		if sniff, err = c.br.Peek(int(min(left, sniffLen))); err != nil {
 			c.c.Close() // nothing was sent: the client sees the connection close, as from the handler
 			return outcome{code: rh.code, upstream: ep.hostport, aborted: true}, false
 		}

@@ -120,7 +120,7 @@ func (p *Proxy) roundTrip1(out *http.Request, ep *endpoint, body *countingBody, 
 			return resp, nil
 		}
 		c.c.Close()
-		if !reused || attempt > 0 || (body != nil && body.touched) || out.Context().Err() != nil || !resendable(err, out.Method) {
+		if !reused || attempt > 0 || (body != nil && body.touched.Load()) || out.Context().Err() != nil || !resendable(err, out.Method) {
 			return nil, err
 		}
 	}

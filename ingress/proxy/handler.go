@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baregate/baregate/ingress/route"
@@ -201,7 +202,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 		}
 		if err == nil {
 			if body != nil {
-				received = body.n
+				received = body.n.Load()
 			}
 			if f != nil && f.intercept(resp) {
 				ep.inflight.Add(-1)
@@ -226,7 +227,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 		if dialFailed {
 			ep.downUntil.Store(now.Add(p.opts.PassiveHealthTimeout).UnixNano())
 		}
-		untouched := body == nil || !body.touched
+		untouched := body == nil || !body.touched.Load()
 		if len(tried) < attempts && untouched && (dialFailed || idempotent(r.Method)) {
 			bs.retries.Add(1)
 			if body != nil {
@@ -415,17 +416,18 @@ func copyBody(w http.ResponseWriter, src io.Reader, stream bool) (int64, error) 
 
 // countingBody passes the client's request body to the backend, noting whether any of it was read
 // (after which a retry is no longer safe) and how much. It leaves closing the client's body to the
-// server.
+// server. Its counters are atomic: net/http's Transport may still be reading in its write loop when
+// the response has come and forward reads them.
 type countingBody struct {
 	rc      io.ReadCloser
-	n       int64
-	touched bool
+	n       atomic.Int64
+	touched atomic.Bool
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
-	b.touched = true
+	b.touched.Store(true)
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 

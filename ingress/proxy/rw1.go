@@ -93,7 +93,10 @@ func (w *fastRW) Write(p []byte) (int, error) {
 	}
 	w.written += int64(len(p))
 	if !w.committed {
-		if w.cl < 0 && len(w.pending)+len(p) <= pendingMax {
+		// A body of unknown length is held back to send it with its length if it ends soon; the
+		// start of any body is held back until it is enough to sniff its type, as net/http's
+		// buffered writer does, since one Write may carry only the first bytes of what a backend sent.
+		if w.cl < 0 && len(w.pending)+len(p) <= pendingMax || w.sniffing() && len(w.pending)+len(p) < sniffLen {
 			w.pending = append(w.pending, p...)
 			return len(p), nil
 		}
@@ -119,6 +122,15 @@ func (w *fastRW) writeBody(p []byte) error {
 	}
 	_, err := w.bw.Write(p)
 	return err
+}
+
+// sniffLen is how much of a body http.DetectContentType looks at.
+const sniffLen = 512
+
+// sniffing reports whether the head is to get a Content-Type sniffed from the body.
+func (w *fastRW) sniffing() bool {
+	_, ok := w.hdr["Content-Type"]
+	return !ok && !w.noBody && w.hdr.Get("Content-Encoding") == ""
 }
 
 // Flush sends the head and what is buffered; a body of unknown length is chunked from then on.
@@ -195,10 +207,12 @@ func (w *fastRW) commit(final bool, next []byte) {
 		bw.WriteString(httpDate(time.Now()))
 		bw.WriteString("\r\n")
 	}
-	if _, ok := w.hdr["Content-Type"]; !ok && !w.noBody && w.hdr.Get("Content-Encoding") == "" {
+	if w.sniffing() {
 		first := w.pending
 		if len(first) == 0 {
 			first = next
+		} else if len(first) < sniffLen && len(next) > 0 {
+			first = append(first[:len(first):len(first)], next[:min(len(next), sniffLen-len(first))]...)
 		}
 		if len(first) > 0 {
 			writeField(bw, "Content-Type", http.DetectContentType(first))
