@@ -1,0 +1,430 @@
+package ingress
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/baregate/baregate/internal/cluster"
+)
+
+// The lanes of TestLanesMatchNetHTTP compared where that test does not go: over TLS, with a TLS
+// Ingress (HSTS, redirect to HTTPS), for requests the fast path hands to net/http and for routes
+// with annotations.
+
+// TestLanesOverTLS compares a subset of the lanes' cases through the HTTPS listeners.
+func TestLanesOverTLS(t *testing.T) {
+	ls := startLanes(t)
+	tl := ls.overTLS(t)
+	want := map[string]bool{}
+	for _, n := range []string{"GET small", "HEAD", "HEAD of a 64 KiB body", "POST with Content-Length", "POST 300 KiB body",
+		"hop-by-hop from the client, TE trailers", "forwarded headers replaced", "HTTP 1.0", "HTTP 1.0 keep-alive",
+		"HTTP 1.0 POST", "Connection close", "304 to a conditional GET", "204", "204 to POST", "304 with a Content-Length",
+		"304 with a Content-Length to POST", "chunked response", "chunked response to POST", "chunked response with trailers",
+		"64 KiB body", "64 KiB body to POST", "backend Connection lists a field", "response without length", "body cut short"} {
+		want[n] = true
+	}
+	for _, tc := range laneCases() {
+		if !want[tc.name] {
+			continue
+		}
+		delete(want, tc.name)
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := tl.compare(t, tc); diff != "" {
+				t.Errorf("the lanes differ over TLS (-fast +net/http):\n%s", diff)
+			}
+		})
+	}
+	if len(want) > 0 {
+		t.Errorf("cases not found in laneCases: %v", want)
+	}
+	// The proto is compared between the lanes like any field; that it is https is asserted here.
+	for _, h := range []*harness{tl.fast, tl.netHTTP} {
+		res := runLane(t, h, ls.be, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", false, false)
+		for _, r := range res.backend {
+			if !strings.Contains(r, "\nX-Forwarded-Proto: https\n") {
+				t.Errorf("over TLS the backend received:\n%s\nwant X-Forwarded-Proto: https", r)
+			}
+		}
+	}
+	if served, handed := ls.fast.fastStats(); served == 0 || handed != 0 {
+		t.Errorf("over TLS the fast lane served %d requests and handed %d connections to net/http, want all served", served, handed)
+	}
+}
+
+// TestLanesTLSIngress compares the lanes on a host with spec.tls, where ingress-nginx's defaults
+// apply: HSTS over HTTPS (the backend's own wins), 308 to https over HTTP.
+func TestLanesTLSIngress(t *testing.T) {
+	ls := startLanes(t)
+	more := startMoreBackend(t, ls.be)
+	in := merge(simple("x", "lanes", ls.be.addr), moreRoutes("x", more))
+	in.Ingresses[0].Spec.TLS = tlsEntries("tls", "x")
+	in.Secrets = append(in.Secrets, mustCert(t, "tls-cert", "x"))
+	ls.apply(in)
+	tl := ls.overTLS(t)
+	const hsts = "Strict-Transport-Security: max-age=31536000; includeSubDomains"
+	for _, tc := range []struct {
+		name, req string
+		https     bool
+		want      string // in the response to the case, on both lanes
+		known     []string
+	}{
+		{"HTTPS GET", "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, nil},
+		{"HTTPS HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, nil},
+		{"HTTPS POST", "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts, nil},
+		{"HTTPS 304", "GET /304 HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"v1\"\r\n\r\n", true, hsts, nil},
+		{"HTTPS chunked response", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
+		{"HTTPS chunked response to POST", "POST /chunked HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts, nil},
+		{"HTTPS HEAD of a chunked response", "HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
+		{"HTTPS response without length", "GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
+		{"HTTPS 103 Early Hints", "GET /early-hints HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
+		{"HTTPS no response", "GET /drop HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
+		{"HTTPS malformed response", "GET /garbage HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
+		{"HTTPS malformed response to POST", "POST /garbage HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts, nil},
+		{"HTTPS GET, the backend's HSTS", "GET /more/hsts HTTP/1.1\r\nHost: x\r\n\r\n", true, "Strict-Transport-Security: max-age=60", nil},
+		{"HTTPS POST, the backend's HSTS", "POST /more/hsts HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, "Strict-Transport-Security: max-age=60", nil},
+		{"HTTP GET", "GET /small?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small?q=1", nil},
+		{"HTTP HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small", nil},
+		{"HTTP POST", "POST /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", false, "Location: https://x/a/b", nil},
+		{"HTTP GET with a port in Host", "GET /small HTTP/1.1\r\nHost: x:80\r\n\r\n", false, "Location: https://x/small", nil},
+		{"HTTP 1.0 GET", "GET /small HTTP/1.0\r\nHost: x\r\n\r\n", false, "Location: https://x/small", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := ls
+			if tc.https {
+				l = tl
+			}
+			checkLanes(t, l.compare(t, laneCase{req: tc.req}), tc.known)
+			// What the defaults ask for is asserted on net/http's lane; the comparison covers the other.
+			res := runLane(t, l.netHTTP, ls.be, tc.req, false, false)
+			if len(res.client) < 2 || !strings.Contains(res.client[1], "\n"+tc.want+"\n") {
+				t.Errorf("the client received:\n%s\nwant %s in the response to the case", strings.Join(res.client, "\n--\n"), tc.want)
+			}
+			if hstsFields := strings.Count(strings.Join(res.client, "\n"), "Strict-Transport-Security:"); !tc.https && hstsFields > 0 || tc.https && hstsFields != len(res.client) {
+				t.Errorf("%d Strict-Transport-Security fields in %d responses:\n%s", hstsFields, len(res.client), strings.Join(res.client, "\n--\n"))
+			}
+		})
+	}
+}
+
+// knownDirectHSTS: the direct lane hands a response head it does not parse itself (no
+// Content-Length, a 1xx) to the handler's respond, and answers a failed exchange with the handler's
+// error page, but the Strict-Transport-Security field of a TLS host is set by servePlain before it
+// forwards, which the direct lane does not go through: those HTTPS responses lack it. The responses
+// the lane writes itself carry it (writeHeadDirect), and the other requests take servePlain.
+var knownDirectHSTS = []string{"+ Strict-Transport-Security: max-age=31536000; includeSubDomains"}
+
+// checkLanes fails t on a diff of the lanes (-fast +net/http) unless it is the known one, as
+// TestLanesMatchNetHTTP does; a known difference that is gone fails too, so that its mark goes.
+func checkLanes(t *testing.T, diff string, known []string) {
+	t.Helper()
+	switch changed := changedLines(diff); {
+	case known == nil && diff != "":
+		t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+	case known != nil && diff == "":
+		t.Errorf("the known difference %q is gone: remove the mark", known)
+	case known != nil && !slices.Equal(changed, known):
+		t.Errorf("the known difference %q changed (-fast +net/http):\n%s", known, diff)
+	case known != nil:
+		t.Logf("known difference:\n%s", diff)
+	}
+}
+
+// TestLanesHandedOver compares the lanes on requests the fast path hands to net/http with the rest
+// of their connection: Expect, a chunked request body, an upgrade, a head larger than its buffer.
+// Each is sent on a used connection and followed by a plain GET, which net/http serves then.
+func TestLanesHandedOver(t *testing.T) {
+	ls := startLanes(t)
+	more := startMoreBackend(t, ls.be)
+	ls.apply(merge(simple("", "lanes", ls.be.addr), moreRoutes("", more)))
+	const ws = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	bigField := "X-Big: " + strings.Repeat("h", 20<<10) + "\r\n"
+	for _, tc := range []struct {
+		name  string
+		steps []laneStep
+	}{
+		{"Expect 100-continue, body sent at once", oneRequest("POST /small HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")},
+		{"Expect 100-continue, body sent after 100", []laneStep{
+			plainStep,
+			{send: "POST /small HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", read: "POST", interim: true},
+			{send: "hello", read: "POST"},
+			plainStep,
+		}},
+		{"Expect 100-continue, empty body", oneRequest("POST /small HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n")},
+		{"Expect 100-continue to a GET", oneRequest("GET /small HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")},
+		{"unknown Expect", oneRequest("POST /small HTTP/1.1\r\nHost: x\r\nExpect: something\r\nContent-Length: 2\r\n\r\nhi")},
+		{"chunked request body", oneRequest("POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")},
+		{"chunked request body with a trailer", oneRequest("POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n")},
+		{"chunked request body to a chunked response", oneRequest("PUT /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")},
+		{"WebSocket upgrade", []laneStep{
+			plainStep,
+			{send: "GET /more/ws HTTP/1.1\r\nHost: x\r\n" + ws + "\r\n", read: "GET"},
+			{raw: len(tunnelHello)},
+			{send: "ping", raw: len("ping")},
+			{send: "more bytes", raw: len("more bytes"), closeWrite: true},
+		}},
+		{"upgrade the backend refuses", oneRequest("GET /small HTTP/1.1\r\nHost: x\r\n" + ws + "\r\n")},
+		{"h2c upgrade", oneRequest("GET /small HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")},
+		{"a 20 KiB head", oneRequest("GET /small HTTP/1.1\r\nHost: x\r\n" + bigField + "\r\n")},
+		{"a 20 KiB head with a body", oneRequest("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + bigField + "\r\nhi")},
+		{"a 20 KiB head, 304", oneRequest("GET /304-plain HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"v1\"\r\n" + bigField + "\r\n")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, handed0 := ls.fast.fastStats()
+			fast := runSteps(t, ls.fast.dial(t).c, ls.be, tc.steps)
+			_, handed := ls.fast.fastStats()
+			if handed == handed0 {
+				t.Errorf("the fast lane did not hand the connection to net/http")
+			}
+			if diff := fast.diff(runSteps(t, ls.netHTTP.dial(t).c, ls.be, tc.steps)); diff != "" {
+				t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+			}
+			if strings.HasPrefix(fast.after, "failed") {
+				t.Errorf("the exchange failed:\n%s", fast)
+			}
+		})
+	}
+}
+
+// TestLanesAnnotated compares the lanes on routes with annotations that take them off the fast
+// path's plain handling: the fast path hands those connections to net/http, and the handler
+// forwards with its own upstream code instead of net/http's Transport.
+func TestLanesAnnotated(t *testing.T) {
+	ls := startLanes(t)
+	ing := func(name, host, pathType, path string, kv ...string) *networkingv1.Ingress {
+		return pathIngress(name, 1, host, pathType, path, "lanes", nginxAnn(kv...))
+	}
+	in := simple("", "lanes", ls.be.addr)
+	in.Ingresses = append(in.Ingresses,
+		ing("rewrite", "rewrite.example", "ImplementationSpecific", "/r(/|$)(.*)", "rewrite-target", "/$2", "x-forwarded-prefix", "/r"),
+		ing("vhost", "vhost.example", "Prefix", "/", "upstream-vhost", "backend.internal"),
+		ing("cors", "cors.example", "Prefix", "/", "enable-cors", "true"),
+		ing("timeout", "timeout.example", "Prefix", "/", "proxy-read-timeout", "30"),
+		ing("app-root", "root.example", "Prefix", "/", "app-root", "/small"),
+	)
+	ls.apply(in)
+	for _, tc := range []struct {
+		name, req, want string
+		resent          bool
+	}{
+		{"rewrite-target", "GET /r/small?q=1 HTTP/1.1\r\nHost: rewrite.example\r\n\r\n", "GET /small?q=1 HTTP/1.1", false},
+		{"rewrite-target to POST", "POST /r/chunked HTTP/1.1\r\nHost: rewrite.example\r\nContent-Length: 2\r\n\r\nhi", "POST /chunked HTTP/1.1", false},
+		{"rewrite-target, 304", "GET /r/304-plain HTTP/1.1\r\nHost: rewrite.example\r\nIf-None-Match: \"v1\"\r\n\r\n", "X-Forwarded-Prefix: /r", false},
+		{"rewrite-target, HEAD", "HEAD /r/big HTTP/1.1\r\nHost: rewrite.example\r\n\r\n", "HEAD /big HTTP/1.1", false},
+		{"upstream-vhost", "GET /small HTTP/1.1\r\nHost: vhost.example\r\n\r\n", "Host: backend.internal", false},
+		{"upstream-vhost to POST", "POST /sniff HTTP/1.1\r\nHost: vhost.example\r\nContent-Length: 2\r\n\r\nhi", "Host: backend.internal", false},
+		{"enable-cors", "GET /small HTTP/1.1\r\nHost: cors.example\r\nOrigin: https://a.example\r\n\r\n", "", false},
+		{"enable-cors preflight", "OPTIONS /small HTTP/1.1\r\nHost: cors.example\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: PUT\r\n\r\n", "", false},
+		{"proxy-read-timeout", "GET /hop-listed HTTP/1.1\r\nHost: timeout.example\r\n\r\n", "", false},
+		{"proxy-read-timeout to POST", "POST /trailers HTTP/1.1\r\nHost: timeout.example\r\nTE: trailers\r\nContent-Length: 2\r\n\r\nhi", "", false},
+		// The handler's upstream code sends a GET again on a new connection after a reused one closed
+		// without an answer, as net/http's Transport does; but the Transport puts a connection back in
+		// its pool from its read goroutine once the body's end was read, so a request the client
+		// pipelined is often sent on a new connection already, after whose failure nothing is retried.
+		{"proxy-read-timeout, no response", "GET /drop HTTP/1.1\r\nHost: timeout.example\r\n\r\n", "", true},
+		{"proxy-read-timeout, 64 KiB body", "GET /big HTTP/1.1\r\nHost: timeout.example\r\n\r\n", "", false},
+		{"app-root", "GET / HTTP/1.1\r\nHost: root.example\r\n\r\n", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := ls.compare(t, laneCase{req: tc.req, resent: tc.resent}); diff != "" {
+				t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+			}
+			if tc.want == "" {
+				return
+			}
+			res := runLane(t, ls.fast, ls.be, tc.req, false, false)
+			if len(res.backend) < 2 || !strings.Contains("\n"+res.backend[1]+"\n", "\n"+tc.want+"\n") {
+				t.Errorf("the backend received:\n%s\nwant %s in the case's request", strings.Join(res.backend, "\n--\n"), tc.want)
+			}
+		})
+	}
+}
+
+// apply applies in to both lanes' harnesses.
+func (ls *lanes) apply(in cluster.Inputs) {
+	for _, h := range []*harness{ls.fast, ls.netHTTP} {
+		h.apply(in)
+	}
+}
+
+// overTLS returns the lanes with each harness reached over TLS: runLane dials a harness's httpURL,
+// which is here a loopback relay that carries the bytes over a TLS connection (ALPN http/1.1) to the
+// harness's HTTPS listener, and passes on the end of either side.
+func (ls *lanes) overTLS(t *testing.T) *lanes {
+	relay := func(h *harness) *harness {
+		return &harness{t: h.t, ing: h.ing, client: h.client, recorder: h.recorder, reg: h.reg,
+			httpURL: "http://" + startTLSRelay(t, strings.TrimPrefix(h.httpsURL, "https://")), httpsURL: h.httpsURL}
+	}
+	return &lanes{be: ls.be, fast: relay(ls.fast), netHTTP: relay(ls.netHTTP)}
+}
+
+// startTLSRelay listens on loopback and relays each connection to the TLS server at addr.
+func startTLSRelay(t *testing.T, addr string) string {
+	return serveLoopback(t, "127.0.0.1", func(c net.Conn) {
+		tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "x", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			return
+		}
+		defer tc.Close()
+		go func() {
+			_, _ = io.Copy(tc, c)
+			_ = tc.CloseWrite()
+		}()
+		_, _ = io.Copy(c, tc)
+	})
+}
+
+// serveLoopback runs serve for each connection to a listener on ip until the test ends, and closes
+// the connection after it; it returns the listener's address.
+func serveLoopback(t *testing.T, ip string, serve func(net.Conn)) string {
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// tunnelHello is what the upgrade backend sends first after its 101.
+const tunnelHello = "hello from the backend"
+
+// startMoreBackend starts a backend for the paths under /more that the scripted one cannot answer: a
+// WebSocket upgrade (101, then tunnelHello and an echo of what it reads) and its own HSTS. It records
+// the requests in be's list.
+func startMoreBackend(t *testing.T, be *scriptedBackend) string {
+	return serveLoopback(t, fmt.Sprintf("127.0.0.%d", 2+nextLoopback.Add(1)%250), func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			head, err := peekHead(br)
+			if err != nil {
+				return
+			}
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			be.mu.Lock()
+			be.got = append(be.got, formatMessage(head, body, true))
+			be.mu.Unlock()
+			if req.URL.Path == "/more/ws" {
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"+tunnelHello)
+				_, _ = io.Copy(c, br)
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=60\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+}
+
+// moreRoutes routes host's paths under /more to the backend at addr.
+func moreRoutes(host, addr string) cluster.Inputs {
+	svcs, slices := serviceInputs("more", addr)
+	return cluster.Inputs{
+		Ingresses:      []*networkingv1.Ingress{pathIngress("more", 1, host, "Prefix", "/more", "more", nil)},
+		Services:       svcs,
+		EndpointSlices: slices,
+	}
+}
+
+// laneStep is one step of an exchange on a connection: it sends send, then reads a response to read
+// (a method; with the interim responses before it, or the first response only when interim) or raw
+// bytes, and closes the sending side when closeWrite.
+type laneStep struct {
+	send, read string
+	interim    bool
+	raw        int
+	closeWrite bool
+}
+
+var plainStep = laneStep{send: "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", read: "GET"}
+
+// oneRequest is the exchange of runLane: req between two plain GETs, one answer read for each.
+func oneRequest(req string) []laneStep {
+	method, _, _ := strings.Cut(req, " ")
+	return []laneStep{plainStep, {send: req, read: method}, plainStep}
+}
+
+// runSteps runs steps on c and returns what the backend and the client received, as runLane does
+// for one request; interim responses are read as they come, and raw bytes are recorded as a tunnel.
+func runSteps(t *testing.T, c net.Conn, be *scriptedBackend, steps []laneStep) laneResult {
+	t.Helper()
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReaderSize(c, 64<<10)
+	be.take()
+	res := laneResult{after: "open"}
+	step := func(s laneStep) error {
+		if s.send != "" {
+			if _, err := io.WriteString(c, s.send); err != nil {
+				return err
+			}
+		}
+		if s.closeWrite {
+			defer func() { _ = c.(*net.TCPConn).CloseWrite() }()
+		}
+		if s.raw > 0 {
+			b := make([]byte, s.raw)
+			if _, err := io.ReadFull(br, b); err != nil {
+				return err
+			}
+			res.client = append(res.client, fmt.Sprintf("tunnel %q", b))
+			return nil
+		}
+		for s.read != "" {
+			resp, err := readRawResponse(br, s.read)
+			if err != nil {
+				return err
+			}
+			res.client = append(res.client, resp)
+			status, _, _ := strings.Cut(resp, "\n")
+			if s.interim || !strings.HasPrefix(status, "HTTP/1.1 1") || strings.HasPrefix(status, "HTTP/1.1 101") {
+				break
+			}
+		}
+		return nil
+	}
+	for _, s := range steps {
+		if err := step(s); err != nil {
+			res.after = "failed: " + err.Error()
+			if errors.Is(err, io.EOF) || errors.Is(err, errCutShort) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+				res.after = "closed"
+			}
+			break
+		}
+	}
+	if last := steps[len(steps)-1]; res.after == "open" && last.closeWrite {
+		// After the client's end, the tunnel ends: the server must close too.
+		if _, err := br.ReadByte(); errors.Is(err, io.EOF) {
+			res.after = "closed after the client's end"
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			res.after = "still open after the client's end"
+		}
+	}
+	res.backend = be.take()
+	return res
+}
