@@ -51,8 +51,11 @@ func (fc *fconn) direct(st *state, rt *route.Route, start time.Time) bool {
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	attempts := min(p.opts.Retries+1, len(pl.eps))
+	now := start // a few microseconds old: good enough for passive health and the pool
 	for {
-		now := time.Now()
+		if len(tried) > 0 {
+			now = time.Now()
+		}
 		ep := pl.pick(p.opts.Balance, tried, now)
 		if ep == nil {
 			break
@@ -63,7 +66,9 @@ func (fc *fconn) direct(st *state, rt *route.Route, start time.Time) bool {
 		if err == nil {
 			o, keep := fc.respondDirect(st, rt, c, ep, &rh)
 			ep.inflight.Add(-1)
-			h.record(st.routes[rt.ID], rt, fc.reqLine(), o, start)
+			end := time.Now()
+			fc.idleFrom = end
+			h.record(st.routes[rt.ID], rt, fc.reqLine(), o, end.Sub(start))
 			return keep && !o.aborted
 		}
 		ep.inflight.Add(-1)
@@ -86,13 +91,17 @@ func (fc *fconn) direct(st *state, rt *route.Route, start time.Time) bool {
 	return fc.answer(st, rt, start, "", http.StatusBadGateway, "no backend endpoint could be reached")
 }
 
-// answer sends a plain error answer through the handler's writer and records it.
+// answer sends a plain error answer through the handler's writer (with servePlain's HSTS field)
+// and records it.
 func (fc *fconn) answer(st *state, rt *route.Route, start time.Time, upstream string, code int, msg string) bool {
 	keep := fc.respondWith(func(w *fastRW, _ *http.Request) bool {
+		if hsts := fc.hsts(rt); hsts != nil {
+			w.Header()["Strict-Transport-Security"] = hsts
+		}
 		fc.s.h.plain(w, code, msg)
 		return false
 	})
-	fc.s.h.record(st.routes[rt.ID], rt, fc.reqLine(), outcome{code: code, upstream: upstream}, start)
+	fc.s.h.record(st.routes[rt.ID], rt, fc.reqLine(), outcome{code: code, upstream: upstream}, time.Since(start))
 	return keep
 }
 
@@ -331,7 +340,7 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 	o.upstream = ep.hostport
 	head := &fc.head
 	if rh.fallback {
-		return fc.respondHandler(c, ep)
+		return fc.respondHandler(rt, c, ep)
 	}
 	c.br.Discard(rh.size)
 	noBody := head.method == http.MethodHead || !bodyAllowed(rh.code)
@@ -420,8 +429,8 @@ func (fc *fconn) writeHeadDirect(bw *bufio.Writer, rt *route.Route, rh *directHe
 	bw.WriteString("Server: ")
 	bw.WriteString(fc.s.h.p.serverHdr[0])
 	bw.WriteString("\r\n")
-	if pol := rt.Policy; !rh.hasHSTS && rt.TLS && fc.s.h.tls && pol != nil && pol.HSTS != nil {
-		for _, v := range pol.HSTS {
+	if hsts := fc.hsts(rt); !rh.hasHSTS {
+		for _, v := range hsts {
 			writeField(bw, "Strict-Transport-Security", v)
 		}
 	}
@@ -437,10 +446,14 @@ func (fc *fconn) writeHeadDirect(bw *bufio.Writer, rt *route.Route, rh *directHe
 	bw.WriteString("\r\n")
 }
 
-// respondHandler relays a response the lane does not parse itself through the handler's respond.
-func (fc *fconn) respondHandler(c *h1Conn, ep *endpoint) (o outcome, keep bool) {
+// respondHandler relays a response the lane does not parse itself through the handler's respond,
+// with the HSTS field servePlain would have set.
+func (fc *fconn) respondHandler(rt *route.Route, c *h1Conn, ep *endpoint) (o outcome, keep bool) {
 	o.upstream = ep.hostport
 	keep = fc.respondWith(func(w *fastRW, r *http.Request) bool {
+		if hsts := fc.hsts(rt); hsts != nil {
+			w.Header()["Strict-Transport-Security"] = hsts
+		}
 		out := &http.Request{Method: r.Method, Header: http.Header{}}
 		resp, err := readFinal(c, out)
 		if err != nil {
@@ -455,4 +468,13 @@ func (fc *fconn) respondHandler(c *h1Conn, ep *endpoint) (o outcome, keep bool) 
 		return o.aborted
 	})
 	return o, keep
+}
+
+// hsts returns the Strict-Transport-Security values ingress-nginx's defaults give responses of rt on
+// this listener (servePlain's), nil for none.
+func (fc *fconn) hsts(rt *route.Route) []string {
+	if pol := rt.Policy; rt.TLS && fc.s.h.tls && pol != nil {
+		return pol.HSTS
+	}
+	return nil
 }

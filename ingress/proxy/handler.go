@@ -69,7 +69,7 @@ func (h *handler) serveRoute(w http.ResponseWriter, r *http.Request, st *state, 
 	} else {
 		used, code, upstream, sent, received, aborted = h.servePolicy(w, r, st, rt)
 	}
-	h.record(st.routes[used.ID], used, reqLine{r.RemoteAddr, r.Method, r.Host, r.RequestURI, r.Proto}, outcome{code, upstream, sent, received, aborted}, start)
+	h.record(st.routes[used.ID], used, reqLine{r.RemoteAddr, r.Method, r.Host, r.RequestURI, r.Proto}, outcome{code, upstream, sent, received, aborted}, time.Since(start))
 	return aborted
 }
 
@@ -85,12 +85,11 @@ type outcome struct {
 	aborted        bool
 }
 
-// record counts a request in its route's metrics and writes its access log line.
-func (h *handler) record(rs *routeStats, used *route.Route, r reqLine, o outcome, start time.Time) {
+// record counts a request that took elapsed in its route's metrics and writes its access log line.
+func (h *handler) record(rs *routeStats, used *route.Route, r reqLine, o outcome, elapsed time.Duration) {
 	rs.codes[codeSlot(o.code)].Add(1)
 	rs.bytesOut.Add(uint64(o.sent))
 	rs.bytesIn.Add(uint64(o.received))
-	elapsed := time.Since(start)
 	rs.latency.Observe(elapsed.Seconds())
 	if h.p.opts.AccessLog {
 		h.p.opts.Logger.Info("Request", "client", r.client, "method", r.method, "host", r.host, "uri", r.uri,

@@ -83,11 +83,14 @@ type fconn struct {
 	tls    *tls.ConnectionState // nil for plain connections
 	state  atomic.Int32
 	dl     time.Time // the read deadline set, zero for none
-	head   reqHead
-	req    http.Request
-	url    url.URL
-	body   bodyReader
-	w      fastRW
+	// idleFrom is when the direct lane finished the last request, which readHead takes for now
+	// rather than read the clock again; zero otherwise.
+	idleFrom time.Time
+	head     reqHead
+	req      http.Request
+	url      url.URL
+	body     bodyReader
+	w        fastRW
 }
 
 var (
@@ -211,7 +214,11 @@ func (fc *fconn) deadline(d time.Duration) {
 	if d <= 0 {
 		return
 	}
-	now := time.Now()
+	now := fc.idleFrom
+	if now.IsZero() {
+		now = time.Now()
+	}
+	fc.idleFrom = time.Time{}
 	want := now.Add(d)
 	if !fc.dl.IsZero() && fc.dl.Before(want) && want.Sub(fc.dl) < time.Second {
 		return
