@@ -2,14 +2,11 @@ package ingress
 
 import (
 	"bufio"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,7 +24,7 @@ import (
 // TestLanesOverTLS compares a subset of the lanes' cases through the HTTPS listeners.
 func TestLanesOverTLS(t *testing.T) {
 	ls := startLanes(t)
-	tl := ls.overTLS(t)
+	tl := ls.overTLS()
 	want := map[string]bool{}
 	for _, n := range []string{"GET small", "HEAD", "HEAD of a 64 KiB body", "POST with Content-Length", "POST 300 KiB body",
 		"hop-by-hop from the client, TE trailers", "forwarded headers replaced", "HTTP 1.0", "HTTP 1.0 keep-alive",
@@ -52,7 +49,10 @@ func TestLanesOverTLS(t *testing.T) {
 	}
 	// The proto is compared between the lanes like any field; that it is https is asserted here.
 	for _, h := range []*harness{tl.fast, tl.netHTTP} {
-		res := runLane(t, h, ls.be, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", false, false)
+		res := runLane(t, tl.dial(t, h), ls.be, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", false, false)
+		if len(res.backend) != 3 {
+			t.Errorf("the backend received %d requests, want 3", len(res.backend))
+		}
 		for _, r := range res.backend {
 			if !strings.Contains(r, "\nX-Forwarded-Proto: https\n") {
 				t.Errorf("over TLS the backend received:\n%s\nwant X-Forwarded-Proto: https", r)
@@ -73,42 +73,43 @@ func TestLanesTLSIngress(t *testing.T) {
 	in.Ingresses[0].Spec.TLS = tlsEntries("tls", "x")
 	in.Secrets = append(in.Secrets, mustCert(t, "tls-cert", "x"))
 	ls.apply(in)
-	tl := ls.overTLS(t)
+	tl := ls.overTLS()
 	const hsts = "Strict-Transport-Security: max-age=31536000; includeSubDomains"
 	for _, tc := range []struct {
 		name, req string
 		https     bool
 		want      string // in the response to the case, on both lanes
-		known     []string
 	}{
-		{"HTTPS GET", "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, nil},
-		{"HTTPS HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, nil},
-		{"HTTPS POST", "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts, nil},
-		{"HTTPS 304", "GET /304 HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"v1\"\r\n\r\n", true, hsts, nil},
-		{"HTTPS chunked response", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
-		{"HTTPS chunked response to POST", "POST /chunked HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts, nil},
-		{"HTTPS HEAD of a chunked response", "HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
-		{"HTTPS response without length", "GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
-		{"HTTPS 103 Early Hints", "GET /early-hints HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
-		{"HTTPS no response", "GET /drop HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
-		{"HTTPS malformed response", "GET /garbage HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts, knownDirectHSTS},
-		{"HTTPS malformed response to POST", "POST /garbage HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts, nil},
-		{"HTTPS GET, the backend's HSTS", "GET /more/hsts HTTP/1.1\r\nHost: x\r\n\r\n", true, "Strict-Transport-Security: max-age=60", nil},
-		{"HTTPS POST, the backend's HSTS", "POST /more/hsts HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, "Strict-Transport-Security: max-age=60", nil},
-		{"HTTP GET", "GET /small?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small?q=1", nil},
-		{"HTTP HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small", nil},
-		{"HTTP POST", "POST /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", false, "Location: https://x/a/b", nil},
-		{"HTTP GET with a port in Host", "GET /small HTTP/1.1\r\nHost: x:80\r\n\r\n", false, "Location: https://x/small", nil},
-		{"HTTP 1.0 GET", "GET /small HTTP/1.0\r\nHost: x\r\n\r\n", false, "Location: https://x/small", nil},
+		{"HTTPS GET", "GET /small HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS POST", "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts},
+		{"HTTPS 304", "GET /304 HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"v1\"\r\n\r\n", true, hsts},
+		{"HTTPS chunked response", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS chunked response to POST", "POST /chunked HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts},
+		{"HTTPS HEAD of a chunked response", "HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS response without length", "GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS 103 Early Hints", "GET /early-hints HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS no response", "GET /drop HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS malformed response", "GET /garbage HTTP/1.1\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS malformed response to POST", "POST /garbage HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts},
+		{"HTTPS GET, the backend's HSTS", "GET /more/hsts HTTP/1.1\r\nHost: x\r\n\r\n", true, "Strict-Transport-Security: max-age=60"},
+		{"HTTPS POST, the backend's HSTS", "POST /more/hsts HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, "Strict-Transport-Security: max-age=60"},
+		{"HTTP GET", "GET /small?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small?q=1"},
+		{"HTTP HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small"},
+		{"HTTP POST", "POST /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", false, "Location: https://x/a/b"},
+		{"HTTP GET with a port in Host", "GET /small HTTP/1.1\r\nHost: x:80\r\n\r\n", false, "Location: https://x/small"},
+		{"HTTP 1.0 GET", "GET /small HTTP/1.0\r\nHost: x\r\n\r\n", false, "Location: https://x/small"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := ls
 			if tc.https {
 				l = tl
 			}
-			checkLanes(t, l.compare(t, laneCase{req: tc.req}), tc.known)
+			if diff := l.compare(t, laneCase{req: tc.req}); diff != "" {
+				t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+			}
 			// What the defaults ask for is asserted on net/http's lane; the comparison covers the other.
-			res := runLane(t, l.netHTTP, ls.be, tc.req, false, false)
+			res := runLane(t, l.dial(t, l.netHTTP), ls.be, tc.req, false, false)
 			if len(res.client) < 2 || !strings.Contains(res.client[1], "\n"+tc.want+"\n") {
 				t.Errorf("the client received:\n%s\nwant %s in the response to the case", strings.Join(res.client, "\n--\n"), tc.want)
 			}
@@ -119,32 +120,10 @@ func TestLanesTLSIngress(t *testing.T) {
 	}
 }
 
-// knownDirectHSTS: the direct lane hands a response head it does not parse itself (no
-// Content-Length, a 1xx) to the handler's respond, and answers a failed exchange with the handler's
-// error page, but the Strict-Transport-Security field of a TLS host is set by servePlain before it
-// forwards, which the direct lane does not go through: those HTTPS responses lack it. The responses
-// the lane writes itself carry it (writeHeadDirect), and the other requests take servePlain.
-var knownDirectHSTS = []string{"+ Strict-Transport-Security: max-age=31536000; includeSubDomains"}
-
-// checkLanes fails t on a diff of the lanes (-fast +net/http) unless it is the known one, as
-// TestLanesMatchNetHTTP does; a known difference that is gone fails too, so that its mark goes.
-func checkLanes(t *testing.T, diff string, known []string) {
-	t.Helper()
-	switch changed := changedLines(diff); {
-	case known == nil && diff != "":
-		t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
-	case known != nil && diff == "":
-		t.Errorf("the known difference %q is gone: remove the mark", known)
-	case known != nil && !slices.Equal(changed, known):
-		t.Errorf("the known difference %q changed (-fast +net/http):\n%s", known, diff)
-	case known != nil:
-		t.Logf("known difference:\n%s", diff)
-	}
-}
-
 // TestLanesHandedOver compares the lanes on requests the fast path hands to net/http with the rest
-// of their connection: Expect, a chunked request body, an upgrade, a head larger than its buffer.
-// Each is sent on a used connection and followed by a plain GET, which net/http serves then.
+// of their connection (and the bytes it read of them), over plain connections and over TLS: Expect,
+// a chunked request body, an upgrade, a head larger than its buffer. Each is sent on a used
+// connection and followed by a plain GET, which net/http serves then.
 func TestLanesHandedOver(t *testing.T) {
 	ls := startLanes(t)
 	more := startMoreBackend(t, ls.be)
@@ -181,20 +160,26 @@ func TestLanesHandedOver(t *testing.T) {
 		{"a 20 KiB head with a body", oneRequest("POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + bigField + "\r\nhi")},
 		{"a 20 KiB head, 304", oneRequest("GET /304-plain HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"v1\"\r\n" + bigField + "\r\n")},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, handed0 := ls.fast.fastStats()
-			fast := runSteps(t, ls.fast.dial(t).c, ls.be, tc.steps)
-			_, handed := ls.fast.fastStats()
-			if handed == handed0 {
-				t.Errorf("the fast lane did not hand the connection to net/http")
+		for _, l := range []*lanes{ls, ls.overTLS()} {
+			name := tc.name
+			if l.tls {
+				name += " over TLS"
 			}
-			if diff := fast.diff(runSteps(t, ls.netHTTP.dial(t).c, ls.be, tc.steps)); diff != "" {
-				t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
-			}
-			if strings.HasPrefix(fast.after, "failed") {
-				t.Errorf("the exchange failed:\n%s", fast)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				_, handed0 := l.fast.fastStats()
+				fast := runSteps(t, l.dial(t, l.fast), l.be, tc.steps)
+				_, handed := l.fast.fastStats()
+				if handed == handed0 {
+					t.Errorf("the fast lane did not hand the connection to net/http")
+				}
+				if diff := fast.diff(runSteps(t, l.dial(t, l.netHTTP), l.be, tc.steps)); diff != "" {
+					t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+				}
+				if strings.HasPrefix(fast.after, "failed") {
+					t.Errorf("the exchange failed:\n%s", fast)
+				}
+			})
+		}
 	}
 }
 
@@ -244,7 +229,7 @@ func TestLanesAnnotated(t *testing.T) {
 			if tc.want == "" {
 				return
 			}
-			res := runLane(t, ls.fast, ls.be, tc.req, false, false)
+			res := runLane(t, ls.dial(t, ls.fast), ls.be, tc.req, false, false)
 			if len(res.backend) < 2 || !strings.Contains("\n"+res.backend[1]+"\n", "\n"+tc.want+"\n") {
 				t.Errorf("the backend received:\n%s\nwant %s in the case's request", strings.Join(res.backend, "\n--\n"), tc.want)
 			}
@@ -259,54 +244,9 @@ func (ls *lanes) apply(in cluster.Inputs) {
 	}
 }
 
-// overTLS returns the lanes with each harness reached over TLS: runLane dials a harness's httpURL,
-// which is here a loopback relay that carries the bytes over a TLS connection (ALPN http/1.1) to the
-// harness's HTTPS listener, and passes on the end of either side.
-func (ls *lanes) overTLS(t *testing.T) *lanes {
-	relay := func(h *harness) *harness {
-		return &harness{t: h.t, ing: h.ing, client: h.client, recorder: h.recorder, reg: h.reg,
-			httpURL: "http://" + startTLSRelay(t, strings.TrimPrefix(h.httpsURL, "https://")), httpsURL: h.httpsURL}
-	}
-	return &lanes{be: ls.be, fast: relay(ls.fast), netHTTP: relay(ls.netHTTP)}
-}
-
-// startTLSRelay listens on loopback and relays each connection to the TLS server at addr.
-func startTLSRelay(t *testing.T, addr string) string {
-	return serveLoopback(t, "127.0.0.1", func(c net.Conn) {
-		tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "x", NextProtos: []string{"http/1.1"}})
-		if err != nil {
-			return
-		}
-		defer tc.Close()
-		go func() {
-			_, _ = io.Copy(tc, c)
-			_ = tc.CloseWrite()
-		}()
-		_, _ = io.Copy(c, tc)
-	})
-}
-
-// serveLoopback runs serve for each connection to a listener on ip until the test ends, and closes
-// the connection after it; it returns the listener's address.
-func serveLoopback(t *testing.T, ip string, serve func(net.Conn)) string {
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+// overTLS returns the lanes with the clients connected over TLS.
+func (ls *lanes) overTLS() *lanes {
+	return &lanes{be: ls.be, fast: ls.fast, netHTTP: ls.netHTTP, tls: true}
 }
 
 // tunnelHello is what the upgrade backend sends first after its 101.
@@ -319,18 +259,10 @@ func startMoreBackend(t *testing.T, be *scriptedBackend) string {
 	return serveLoopback(t, fmt.Sprintf("127.0.0.%d", 2+nextLoopback.Add(1)%250), func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
-			head, err := peekHead(br)
+			req, err := be.read(br)
 			if err != nil {
 				return
 			}
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			body, _ := io.ReadAll(req.Body)
-			be.mu.Lock()
-			be.got = append(be.got, formatMessage(head, body, true))
-			be.mu.Unlock()
 			if req.URL.Path == "/more/ws" {
 				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"+tunnelHello)
 				_, _ = io.Copy(c, br)
@@ -385,7 +317,7 @@ func runSteps(t *testing.T, c net.Conn, be *scriptedBackend, steps []laneStep) l
 			}
 		}
 		if s.closeWrite {
-			defer func() { _ = c.(*net.TCPConn).CloseWrite() }()
+			defer func() { _ = c.(interface{ CloseWrite() error }).CloseWrite() }()
 		}
 		if s.raw > 0 {
 			b := make([]byte, s.raw)

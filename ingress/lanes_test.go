@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,16 +50,7 @@ func TestLanesMatchNetHTTP(t *testing.T) {
 			for try := 1; tc.known != nil && diff == "" && try < 3; try++ {
 				diff = ls.compare(t, tc)
 			}
-			switch changed := changedLines(diff); {
-			case tc.known == nil && diff != "":
-				t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
-			case tc.known != nil && diff == "":
-				t.Errorf("the known difference %q is gone: remove the mark", tc.known)
-			case tc.known != nil && !slices.Equal(changed, tc.known):
-				t.Errorf("the known difference %q changed (-fast +net/http):\n%s", tc.known, diff)
-			case tc.known != nil:
-				t.Logf("known difference:\n%s", diff)
-			}
+			checkLanes(t, diff, tc.known)
 		})
 	}
 	// Every request must have been the fast path's on the fast lane, or the comparison is of
@@ -164,6 +156,23 @@ func FuzzLanesMatchNetHTTP(f *testing.F) {
 type lanes struct {
 	be            *scriptedBackend
 	fast, netHTTP *harness
+	// tls: the clients reach the harnesses over TLS (ALPN http/1.1) on their HTTPS listeners.
+	tls bool
+}
+
+// dial opens a client connection to h, the lanes' way.
+func (ls *lanes) dial(t *testing.T, h *harness) net.Conn {
+	t.Helper()
+	if !ls.tls {
+		return h.dial(t).c
+	}
+	c, err := tls.Dial("tcp", strings.TrimPrefix(h.httpsURL, "https://"), &tls.Config{InsecureSkipVerify: true, ServerName: "x", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c
 }
 
 // startLanes starts the lanes with the default configuration changed by mut.
@@ -185,7 +194,7 @@ func startLanes(tb testing.TB, mut ...func(*Config)) *lanes {
 func (ls *lanes) compare(t *testing.T, tc laneCase) string {
 	t.Helper()
 	run := func(h *harness, pipelined bool) laneResult {
-		res := runLane(t, h, ls.be, tc.req, pipelined, tc.settle && !pipelined)
+		res := runLane(t, ls.dial(t, h), ls.be, tc.req, pipelined, tc.settle && !pipelined)
 		if tc.resent {
 			res.backend = slices.Compact(res.backend)
 		}
@@ -448,43 +457,42 @@ var backendScripts = map[string]backendScript{
 
 func startScriptedBackend(t testing.TB) *scriptedBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+nextLoopback.Add(1)%250))
+	b := &scriptedBackend{}
+	b.addr = serveLoopback(t, fmt.Sprintf("127.0.0.%d", 2+nextLoopback.Add(1)%250), b.serve)
+	return b
+}
+
+// serveLoopback runs serve for each connection to a listener on ip until the test ends, and closes
+// the connection after it; it returns the listener's address.
+func serveLoopback(t testing.TB, ip string, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	b := &scriptedBackend{addr: ln.Addr().String()}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go b.serve(c)
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
 		}
 	}()
-	return b
+	return ln.Addr().String()
 }
 
 func (b *scriptedBackend) serve(c net.Conn) {
-	defer c.Close()
 	br := bufio.NewReaderSize(c, 64<<10)
 	for {
-		head, err := peekHead(br)
+		req, err := b.read(br)
 		if err != nil {
 			return
 		}
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		body, err := io.ReadAll(req.Body)
-		if err != nil {
-			return
-		}
-		b.mu.Lock()
-		b.got = append(b.got, formatMessage(head, body, true))
-		b.mu.Unlock()
 		path, _, _ := strings.Cut(req.RequestURI, "?")
 		s, ok := backendScripts[path]
 		if !ok {
@@ -518,6 +526,26 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+// read reads a request from br and records it.
+func (b *scriptedBackend) read(br *bufio.Reader) (*http.Request, error) {
+	head, err := peekHead(br)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.got = append(b.got, formatMessage(head, body, true))
+	b.mu.Unlock()
+	return req, nil
 }
 
 // take returns the requests recorded since the last call.
@@ -626,6 +654,22 @@ func (r laneResult) diff(o laneResult) string {
 	return out.String()
 }
 
+// checkLanes fails t on a diff of the lanes (-fast +net/http) unless it is the known one; a known
+// difference that is gone fails too, so that its mark goes.
+func checkLanes(t *testing.T, diff string, known []string) {
+	t.Helper()
+	switch changed := changedLines(diff); {
+	case known == nil && diff != "":
+		t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+	case known != nil && diff == "":
+		t.Errorf("the known difference %q is gone: remove the mark", known)
+	case known != nil && !slices.Equal(changed, known):
+		t.Errorf("the known difference %q changed (-fast +net/http):\n%s", known, diff)
+	case known != nil:
+		t.Logf("known difference:\n%s", diff)
+	}
+}
+
 // changedLines returns the lines of a diff that differ.
 func changedLines(diff string) []string {
 	var out []string
@@ -637,21 +681,20 @@ func changedLines(diff string) []string {
 	return out
 }
 
-// runLane sends a plain GET, the case's request and another plain GET on one connection to h, and
-// returns what the backend and the client received. The requests around the case's show framing
+// runLane sends a plain GET, the case's request and another plain GET on the client connection c,
+// and returns what the backend and the client received. The requests around the case's show framing
 // errors, and the last whether the connection stayed open. pipelined sends the three at once; settle
 // waits a moment before the last.
-func runLane(t *testing.T, h *harness, be *scriptedBackend, req string, pipelined, settle bool) laneResult {
+func runLane(t *testing.T, c net.Conn, be *scriptedBackend, req string, pipelined, settle bool) laneResult {
 	t.Helper()
-	rc := h.dial(t)
-	defer rc.c.Close()
-	rc.br = bufio.NewReaderSize(rc.c, 64<<10)
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 64<<10)
 	be.take()
 	var res laneResult
 	const plain = "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
 	reqs := []string{plain, req, plain}
 	if pipelined {
-		if _, err := io.WriteString(rc.c, strings.Join(reqs, "")); err != nil {
+		if _, err := io.WriteString(c, strings.Join(reqs, "")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -662,11 +705,11 @@ func runLane(t *testing.T, h *harness, be *scriptedBackend, req string, pipeline
 			time.Sleep(300 * time.Millisecond)
 		}
 		if !pipelined {
-			_, err = io.WriteString(rc.c, r)
+			_, err = io.WriteString(c, r)
 		}
 		var resp string
 		if err == nil {
-			resp, err = readRawResponse(rc.br, method)
+			resp, err = readRawResponse(br, method)
 		}
 		if err != nil {
 			if i == 0 {
