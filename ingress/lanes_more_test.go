@@ -70,8 +70,12 @@ func TestLanesTLSIngress(t *testing.T) {
 	ls := startLanes(t)
 	more := startMoreBackend(t, ls.be)
 	in := merge(simple("x", "lanes", ls.be.addr), moreRoutes("x", more))
+	// An annotated route of a TLS host: the policy's own handling sets HSTS and redirects.
+	rewrite := pathIngress("rewrite", 1, "r.example", "ImplementationSpecific", "/r(/|$)(.*)", "lanes", nginxAnn("rewrite-target", "/$2"))
+	rewrite.Spec.TLS = tlsEntries("tls", "r.example")
+	in.Ingresses = append(in.Ingresses, rewrite)
 	in.Ingresses[0].Spec.TLS = tlsEntries("tls", "x")
-	in.Secrets = append(in.Secrets, mustCert(t, "tls-cert", "x"))
+	in.Secrets = append(in.Secrets, mustCert(t, "tls-cert", "x", "r.example"))
 	ls.apply(in)
 	tl := ls.overTLS()
 	const hsts = "Strict-Transport-Security: max-age=31536000; includeSubDomains"
@@ -94,7 +98,15 @@ func TestLanesTLSIngress(t *testing.T) {
 		{"HTTPS malformed response to POST", "POST /garbage HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, hsts},
 		{"HTTPS GET, the backend's HSTS", "GET /more/hsts HTTP/1.1\r\nHost: x\r\n\r\n", true, "Strict-Transport-Security: max-age=60"},
 		{"HTTPS POST, the backend's HSTS", "POST /more/hsts HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", true, "Strict-Transport-Security: max-age=60"},
+		{"HTTPS HTTP 1.0 GET", "GET /small HTTP/1.0\r\nHost: x\r\n\r\n", true, hsts},
+		{"HTTPS chunked request body", "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", true, hsts},
+		{"HTTPS annotated route", "GET /r/small HTTP/1.1\r\nHost: r.example\r\n\r\n", true, hsts},
+		{"HTTPS annotated route, chunked response", "GET /r/chunked HTTP/1.1\r\nHost: r.example\r\n\r\n", true, hsts},
+		{"HTTPS annotated route to POST", "POST /r/small HTTP/1.1\r\nHost: r.example\r\nContent-Length: 2\r\n\r\nhi", true, hsts},
 		{"HTTP GET", "GET /small?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small?q=1"},
+		{"HTTP chunked request body", "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", false, "Location: https://x/small"},
+		{"HTTP annotated route", "GET /r/small?q=1 HTTP/1.1\r\nHost: r.example\r\n\r\n", false, "Location: https://r.example/r/small?q=1"},
+		{"HTTP annotated route to POST", "POST /r/small HTTP/1.1\r\nHost: r.example\r\nContent-Length: 2\r\n\r\nhi", false, "Location: https://r.example/r/small"},
 		{"HTTP HEAD", "HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n", false, "Location: https://x/small"},
 		{"HTTP POST", "POST /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", false, "Location: https://x/a/b"},
 		{"HTTP GET with a port in Host", "GET /small HTTP/1.1\r\nHost: x:80\r\n\r\n", false, "Location: https://x/small"},
