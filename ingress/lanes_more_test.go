@@ -226,10 +226,11 @@ func TestLanesAnnotated(t *testing.T) {
 		{"enable-cors preflight", "OPTIONS /small HTTP/1.1\r\nHost: cors.example\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: PUT\r\n\r\n", "", false},
 		{"proxy-read-timeout", "GET /hop-listed HTTP/1.1\r\nHost: timeout.example\r\n\r\n", "", false},
 		{"proxy-read-timeout to POST", "POST /trailers HTTP/1.1\r\nHost: timeout.example\r\nTE: trailers\r\nContent-Length: 2\r\n\r\nhi", "", false},
-		// The handler's upstream code sends a GET again on a new connection after a reused one closed
-		// without an answer, as net/http's Transport does; but the Transport puts a connection back in
-		// its pool from its read goroutine once the body's end was read, so a request the client
-		// pipelined is often sent on a new connection already, after whose failure nothing is retried.
+		// Both lanes send a GET again on a new connection after a reused one closed without an answer.
+		// The fast path's upstream code keeps one pool per endpoint for all routes, so the GET goes on
+		// the connection the plain GET before it left, and is sent again; net/http's lane sends a route
+		// with its own timeouts through a Transport of its own (transportFor), whose pool has no
+		// connection to reuse here: the GET goes on a new one, which is not retried.
 		{"proxy-read-timeout, no response", "GET /drop HTTP/1.1\r\nHost: timeout.example\r\n\r\n", "", true},
 		{"proxy-read-timeout, 64 KiB body", "GET /big HTTP/1.1\r\nHost: timeout.example\r\n\r\n", "", false},
 		{"app-root", "GET / HTTP/1.1\r\nHost: root.example\r\n\r\n", "", false},
