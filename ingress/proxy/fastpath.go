@@ -22,12 +22,16 @@ import (
 const idleMax = 30 * time.Second
 
 type h1Conn struct {
-	c      net.Conn
-	raw    syscall.RawConn // for the liveness check before reuse; nil if unavailable
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	rh     respHead
-	usedAt time.Time
+	c   net.Conn
+	raw syscall.RawConn // for the liveness check before reuse; nil if unavailable
+	// peek, peekBuf and idleOK are alive's check, kept so that it allocates nothing.
+	peek    func(fd uintptr) bool
+	peekBuf [1]byte
+	idleOK  bool
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	rh      respHead
+	usedAt  time.Time
 }
 
 // h1Idle is one endpoint's stack of idle connections.
@@ -87,14 +91,16 @@ func (c *h1Conn) alive() bool {
 	if c.raw == nil {
 		return true
 	}
-	ok := false
-	var buf [1]byte
-	err := c.raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true // never wait for readiness
-	})
-	return err == nil && ok
+	if c.peek == nil { // made once: a closure passed to RawConn.Read escapes
+		c.peek = func(fd uintptr) bool {
+			n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			c.idleOK = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+			return true // never wait for readiness
+		}
+	}
+	c.idleOK = false
+	err := c.raw.Read(c.peek)
+	return err == nil && c.idleOK
 }
 
 // fastEligible reports whether out can take the fast path.
