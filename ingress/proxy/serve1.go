@@ -19,14 +19,19 @@ import (
 	"github.com/baregate/baregate/ingress/route"
 )
 
-// The client-side fast path: one goroutine per HTTP/1.x connection reads its requests, and those a
-// plain route serves (see parseHead for which) go through the handler with a lean ResponseWriter
-// that puts the response head and a small body into one write. net/http's server costs more per
-// request than the proxying itself: a background read goroutine per request, deadline juggling,
-// chunkWriter and its own header copies. The first request the loop does not serve hands the
-// connection to net/http for the rest of its life, bytes already read included, so that upgrades,
-// Expect, chunked bodies, annotations that need net/http and every malformed request get exactly
-// the behaviour they had.
+// The client-side fast path: one goroutine per HTTP/1.x connection reads its requests. Each request
+// takes one of three lanes, the leanest that can serve it:
+//   - the direct lane (direct.go): bodiless idempotent requests to routes that only forward, copied
+//     field by field to the backend and back without http.Request or http.Header;
+//   - the handler lane: other requests a plain route serves (see parseHead for which) go through the
+//     handler with a lean ResponseWriter (fastRW) that puts the response head and a small body
+//     into one write;
+//   - net/http: the first request neither takes hands the connection to net/http's server for the
+//     rest of its life, bytes already read included, so that upgrades, Expect, chunked bodies,
+//     annotations that need net/http and every malformed request get exactly the behaviour they had.
+// net/http's server costs more per request than the proxying itself: a background read goroutine
+// per request, deadline juggling, chunkWriter and its own header copies. ingress/lanes_test.go
+// checks that the lanes put the same bytes on both wires.
 
 // ConnServerOptions configure a ConnServer.
 type ConnServerOptions struct {
