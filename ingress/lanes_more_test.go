@@ -18,8 +18,8 @@ import (
 )
 
 // The lanes of TestLanesMatchNetHTTP compared where that test does not go: over TLS, with a TLS
-// Ingress (HSTS, redirect to HTTPS), for requests the fast path hands to net/http and for routes
-// with annotations.
+// Ingress (HSTS, redirect to HTTPS), for requests the fast path hands to net/http, for routes with
+// annotations and behind a PROXY protocol header.
 
 // TestLanesOverTLS compares a subset of the lanes' cases through the HTTPS listeners.
 func TestLanesOverTLS(t *testing.T) {
@@ -250,6 +250,47 @@ func TestLanesAnnotated(t *testing.T) {
 	}
 }
 
+// TestLanesProxyProtocol compares the lanes behind a balancer that sends a PROXY protocol header
+// (--ingress-proxy-protocol), over plain connections and TLS: the client address the backend is told
+// is the header's, on the fast path and after a handover to net/http.
+func TestLanesProxyProtocol(t *testing.T) {
+	ls := startLanes(t, func(c *Config) { c.ProxyProtocol = true })
+	ls.preface = "PROXY TCP4 192.0.2.1 192.0.2.2 50000 80\r\n"
+	for _, l := range []*lanes{ls, ls.overTLS()} {
+		for _, tc := range []laneCase{
+			{name: "GET", req: "GET /small HTTP/1.1\r\nHost: x\r\n\r\n"},
+			{name: "POST", req: "POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"},
+			{name: "forwarded headers replaced", req: "GET /small HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.18.0.1\r\nX-Real-IP: 198.18.0.1\r\n\r\n"},
+			{name: "HTTP 1.0 keep-alive", req: "GET /small HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"},
+			{name: "no response to a GET", req: "GET /drop HTTP/1.1\r\nHost: x\r\n\r\n"},
+			{name: "handed over: chunked request body", req: "POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"},
+			{name: "handed over: a 20 KiB head", req: "GET /small HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("h", 20<<10) + "\r\n\r\n"},
+		} {
+			name := tc.name
+			if l.tls {
+				name += " over TLS"
+			}
+			t.Run(name, func(t *testing.T) {
+				if diff := l.compare(t, tc); diff != "" {
+					t.Errorf("the lanes differ (-fast +net/http):\n%s", diff)
+				}
+				res := runLane(t, l.dial(t, l.fast), l.be, tc.req, false, false)
+				if len(res.backend) < 3 {
+					t.Errorf("the backend received %d requests, want the three at least", len(res.backend))
+				}
+				for _, r := range res.backend {
+					if !strings.Contains(r, "\nX-Forwarded-For: 192.0.2.1\n") || !strings.Contains(r, "\nX-Real-Ip: 192.0.2.1\n") {
+						t.Errorf("the backend received:\n%s\nwant the PROXY header's address in X-Forwarded-For and X-Real-Ip", r)
+					}
+				}
+			})
+		}
+	}
+	if served, _ := ls.fast.fastStats(); served == 0 {
+		t.Errorf("the fast lane served no request behind the PROXY header")
+	}
+}
+
 // apply applies in to both lanes' harnesses.
 func (ls *lanes) apply(in cluster.Inputs) {
 	for _, h := range []*harness{ls.fast, ls.netHTTP} {
@@ -259,7 +300,9 @@ func (ls *lanes) apply(in cluster.Inputs) {
 
 // overTLS returns the lanes with the clients connected over TLS.
 func (ls *lanes) overTLS() *lanes {
-	return &lanes{be: ls.be, fast: ls.fast, netHTTP: ls.netHTTP, tls: true}
+	l := *ls
+	l.tls = true
+	return &l
 }
 
 // tunnelHello is what the upgrade backend sends first after its 101.

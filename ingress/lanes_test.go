@@ -158,21 +158,34 @@ type lanes struct {
 	fast, netHTTP *harness
 	// tls: the clients reach the harnesses over TLS (ALPN http/1.1) on their HTTPS listeners.
 	tls bool
+	// preface is sent first on every connection (a PROXY protocol header), before TLS.
+	preface string
 }
 
 // dial opens a client connection to h, the lanes' way.
 func (ls *lanes) dial(t *testing.T, h *harness) net.Conn {
 	t.Helper()
-	if !ls.tls {
-		return h.dial(t).c
+	addr := strings.TrimPrefix(h.httpURL, "http://")
+	if ls.tls {
+		addr = strings.TrimPrefix(h.httpsURL, "https://")
 	}
-	c, err := tls.Dial("tcp", strings.TrimPrefix(h.httpsURL, "https://"), &tls.Config{InsecureSkipVerify: true, ServerName: "x", NextProtos: []string{"http/1.1"}})
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	return c
+	if _, err := io.WriteString(c, ls.preface); err != nil {
+		t.Fatal(err)
+	}
+	if !ls.tls {
+		return c
+	}
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, ServerName: "x", NextProtos: []string{"http/1.1"}})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("the TLS handshake: %v", err)
+	}
+	return tc
 }
 
 // startLanes starts the lanes with the default configuration changed by mut.
