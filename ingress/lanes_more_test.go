@@ -248,6 +248,9 @@ func TestLanesAnnotated(t *testing.T) {
 			}
 		})
 	}
+	if _, handed := ls.fast.fastStats(); handed == 0 {
+		t.Errorf("the fast lane handed no connection to net/http: the annotated routes were not the handler's")
+	}
 }
 
 // TestLanesProxyProtocol compares the lanes behind a balancer that sends a PROXY protocol header
