@@ -381,30 +381,16 @@ func TestFastPathTLS(t *testing.T) {
 // connection (bodyless idempotent ones after a failed attempt, others after the liveness check).
 func TestFastPathStaleUpstream(t *testing.T) {
 	h := newHarness(t)
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 2+nextLoopback.Add(1)%250))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				body, _ := io.ReadAll(req.Body)
-				msg := req.Method + " " + string(body)
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
-			}()
+	addr := serveLoopback(t, fmt.Sprintf("127.0.0.%d", 2+nextLoopback.Add(1)%250), func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	h.apply(simple("", "stale", ln.Addr().String()))
+		body, _ := io.ReadAll(req.Body)
+		msg := req.Method + " " + string(body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	})
+	h.apply(simple("", "stale", addr))
 	rc := h.dial(t)
 	for i, tc := range []struct{ req, method, want string }{
 		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "GET "},

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
-	"os"
 	"strings"
 	"time"
 
@@ -66,9 +65,7 @@ func (fc *fconn) direct(st *state, rt *route.Route, start time.Time) bool {
 		if err == nil {
 			o, keep := fc.respondDirect(st, rt, c, ep, &rh)
 			ep.inflight.Add(-1)
-			end := time.Now()
-			fc.idleFrom = end
-			h.record(st.routes[rt.ID], rt, fc.reqLine(), o, end.Sub(start))
+			h.record(st.routes[rt.ID], rt, fc.reqLine(), o, time.Since(start))
 			return keep && !o.aborted
 		}
 		ep.inflight.Add(-1)
@@ -81,12 +78,8 @@ func (fc *fconn) direct(st *state, rt *route.Route, start time.Time) bool {
 			bs.retries.Add(1)
 			continue
 		}
-		code := http.StatusBadGateway
-		if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
-			code = http.StatusGatewayTimeout
-		}
 		p.opts.Logger.V(2).Info("Upstream request failed", "upstream", ep.hostport, "err", err)
-		return fc.answer(st, rt, start, ep.hostport, code, "the backend endpoint failed")
+		return fc.answer(st, rt, start, ep.hostport, failureCode(err), "the backend endpoint failed")
 	}
 	return fc.answer(st, rt, start, "", http.StatusBadGateway, "no backend endpoint could be reached")
 }
@@ -106,11 +99,7 @@ func (fc *fconn) answer(st *state, rt *route.Route, start time.Time, upstream st
 }
 
 func (fc *fconn) reqLine() reqLine {
-	proto := "HTTP/1.1"
-	if fc.head.minor == 0 {
-		proto = "HTTP/1.0"
-	}
-	return reqLine{fc.remote, fc.head.method, fc.head.host, fc.head.target, proto}
+	return reqLine{fc.remote, fc.head.method, fc.head.host, fc.head.target, fc.head.proto()}
 }
 
 // exchangeDirect sends the request to ep on a pooled connection or a new one and reads the response
@@ -170,10 +159,12 @@ func (fc *fconn) writeDirect(bw *bufio.Writer, hostport string) {
 		colon := strings.IndexByte(line, ':')
 		name, value := line[:colon], trimOWS(line[colon+1:])
 		key := canonicalKey(name)
-		switch key {
-		case "Host", "Content-Length", "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		if hopByHop(key) {
 			continue
+		}
+		switch key {
+		case "Host", "Content-Length":
+			continue // written above
 		case "X-Forwarded-For":
 			continue // written below, with the values of all its fields when they are trusted
 		case "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-Ip":
@@ -236,17 +227,16 @@ func namedIn(values []string, key string) bool {
 
 // directHead is a backend response head the direct lane relays itself.
 type directHead struct {
-	head       string // status line and fields, CRLF between them
-	code       int
-	cl         int64 // Content-Length, -1 for none
-	close      bool  // the backend closes the connection after it
-	hasType    bool  // Content-Type or a Content-Encoding given: nothing to sniff
-	hasDate    bool
-	hasHSTS    bool
-	conn       string // the Connection field's value, for the fields it names
-	size       int    // bytes of the head in the reader
-	fallback   bool   // not for the lane: the handler reads it from the reader
-	protoMinor int
+	head     string // status line and fields, CRLF between them
+	code     int
+	cl       int64 // Content-Length, -1 for none
+	close    bool  // the backend closes the connection after it
+	hasType  bool  // Content-Type or a Content-Encoding given: nothing to sniff
+	hasDate  bool
+	hasHSTS  bool
+	conn     string // the Connection field's value, for the fields it names
+	size     int    // bytes of the head in the reader
+	fallback bool   // not for the lane: the handler reads it from the reader
 }
 
 // readDirectHead waits for a response head in br and parses it. A head the lane does not take is
@@ -255,20 +245,16 @@ func readDirectHead(br *bufio.Reader) (directHead, error) {
 	if _, err := br.Peek(1); err != nil {
 		return directHead{}, &noResponseError{err}
 	}
-	for {
-		b, _ := br.Peek(br.Buffered())
-		if n := headEnd(b); n >= 0 {
-			rh := parseDirectHead(string(b[:n-2]))
-			rh.size = n
-			return rh, nil
-		}
-		if br.Buffered() == br.Size() || bareLF(b) {
-			return directHead{fallback: true}, nil
-		}
-		if _, err := br.Peek(br.Buffered() + 1); err != nil {
-			return directHead{}, err // a head cut short, which net/http's reader refuses too
-		}
+	b, err := peekHead(br)
+	if err != nil {
+		return directHead{}, err // a head cut short, which net/http's reader refuses too
 	}
+	if b == nil {
+		return directHead{fallback: true}, nil
+	}
+	rh := parseDirectHead(string(b[:len(b)-2]))
+	rh.size = len(b)
+	return rh, nil
 }
 
 // parseDirectHead parses a response head; fallback is set for anything but a final response framed by
@@ -276,14 +262,11 @@ func readDirectHead(br *bufio.Reader) (directHead, error) {
 func parseDirectHead(s string) directHead {
 	rh := directHead{head: s, cl: -1, fallback: true}
 	line, rest, _ := strings.Cut(s, "\r\n")
-	if len(line) < 12 || line[:7] != "HTTP/1." || (line[7] != '1' && line[7] != '0') || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') || strings.IndexByte(line, '\n') >= 0 {
+	code, minor, ok := parseStatusLine(line)
+	if !ok {
 		return rh
 	}
-	code, ok := parseLength(line[9:12])
-	if !ok || code < 200 || code > 999 {
-		return rh
-	}
-	rh.code, rh.protoMinor = int(code), int(line[7]-'0')
+	rh.code = code
 	var closeTok, keepAlive, sawEncoding bool
 	for rest != "" {
 		var f string
@@ -329,7 +312,7 @@ func parseDirectHead(s string) directHead {
 	if rh.cl < 0 && bodyAllowed(rh.code) {
 		return rh // without a length (or for HEAD, where the handler takes the head's) net/http decides
 	}
-	rh.close = closeTok || rh.protoMinor == 0 && !keepAlive
+	rh.close = closeTok || minor == 0 && !keepAlive
 	rh.fallback = false
 	return rh
 }
@@ -416,12 +399,7 @@ func (fc *fconn) writeHeadDirect(bw *bufio.Writer, rt *route.Route, rh *directHe
 		line, rest, _ = strings.Cut(rest, "\r\n")
 		colon := strings.IndexByte(line, ':')
 		key := canonicalKey(line[:colon])
-		switch key {
-		case "Server", "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
-			continue
-		}
-		if suppressed(rh.code, key) || rh.conn != "" && namedIn([]string{rh.conn}, key) {
+		if key == "Server" || hopByHop(key) || suppressed(rh.code, key) || rh.conn != "" && namedIn([]string{rh.conn}, key) {
 			continue
 		}
 		writeField(bw, key, trimOWS(line[colon+1:]))

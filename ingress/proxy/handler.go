@@ -29,6 +29,9 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // hopHeaders are connection-level headers (RFC 9110 7.6.1) that a proxy must not forward.
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
+// hopByHop reports whether the canonical field name key is one of hopHeaders.
+func hopByHop(key string) bool { return slices.Contains(hopHeaders, key) }
+
 // statusClientClosed is nginx's 499: the client went away before the response.
 const statusClientClosed = 499
 
@@ -235,16 +238,22 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, pl *pool, bs *
 			}
 			continue
 		}
-		code = http.StatusBadGateway
-		if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
-			code = http.StatusGatewayTimeout
-		}
+		code = failureCode(err)
 		p.opts.Logger.V(2).Info("Upstream request failed", "upstream", ep.hostport, "err", err)
 		h.plain(w, code, "the backend endpoint failed")
 		return code, ep.hostport, 0, 0, false
 	}
 	h.plain(w, http.StatusBadGateway, "no backend endpoint could be reached")
 	return http.StatusBadGateway, "", 0, 0, false
+}
+
+// failureCode is the status answering a request whose backend exchange failed with err: 504 for a
+// timeout, 502 otherwise.
+func failureCode(err error) int {
+	if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
 }
 
 func isTimeout(err error) bool {

@@ -36,6 +36,14 @@ type reqHead struct {
 	vals           []string // backing of header's single values
 }
 
+// proto is the request's protocol as http.Request.Proto names it.
+func (h *reqHead) proto() string {
+	if h.minor == 0 {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}
+
 // headEnd returns the length of the head in b (through the CRLF CRLF), or -1.
 func headEnd(b []byte) int {
 	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {

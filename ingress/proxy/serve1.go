@@ -88,14 +88,11 @@ type fconn struct {
 	tls    *tls.ConnectionState // nil for plain connections
 	state  atomic.Int32
 	dl     time.Time // the read deadline set, zero for none
-	// idleFrom is when the direct lane finished the last request, which readHead takes for now
-	// rather than read the clock again; zero otherwise.
-	idleFrom time.Time
-	head     reqHead
-	req      http.Request
-	url      url.URL
-	body     bodyReader
-	w        fastRW
+	head   reqHead
+	req    http.Request
+	url    url.URL
+	body   bodyReader
+	w      fastRW
 }
 
 var (
@@ -219,12 +216,7 @@ func (fc *fconn) deadline(d time.Duration) {
 	if d <= 0 {
 		return
 	}
-	now := fc.idleFrom
-	if now.IsZero() {
-		now = time.Now()
-	}
-	fc.idleFrom = time.Time{}
-	want := now.Add(d)
+	want := time.Now().Add(d)
 	if !fc.dl.IsZero() && fc.dl.Before(want) && want.Sub(fc.dl) < time.Second {
 		return
 	}
@@ -301,12 +293,8 @@ func (fc *fconn) serveOne(st *state, rt *route.Route, start time.Time) (keep boo
 func (fc *fconn) respondWith(serve func(*fastRW, *http.Request) (aborted bool)) (keep bool) {
 	h := &fc.head
 	r := &fc.req
-	proto := "HTTP/1.1"
-	if h.minor == 0 {
-		proto = "HTTP/1.0"
-	}
 	*r = http.Request{
-		Method: h.method, URL: &fc.url, Proto: proto, ProtoMajor: 1, ProtoMinor: h.minor, Header: h.header,
+		Method: h.method, URL: &fc.url, Proto: h.proto(), ProtoMajor: 1, ProtoMinor: h.minor, Header: h.header,
 		Host: h.host, RemoteAddr: fc.remote, RequestURI: h.target, ContentLength: h.contentLength, Close: h.close,
 		Body: http.NoBody, TLS: fc.tls,
 	}

@@ -91,38 +91,56 @@ func (rh *respHead) readResponse(br *bufio.Reader, out *http.Request) (*http.Res
 	if _, err := br.Peek(1); err != nil {
 		return nil, err
 	}
-	for {
-		b, _ := br.Peek(br.Buffered())
-		if n := headEnd(b); n >= 0 {
-			if resp := rh.parse(b[:n], out); resp != nil {
-				br.Discard(n)
-				if resp.ContentLength > 0 && !(out.Method == http.MethodHead || !bodyAllowed(resp.StatusCode)) {
-					resp.Body = &bodyReader{br: br, left: resp.ContentLength}
-				}
-				return resp, nil
+	// A head cut short is left to net/http's reader too: it has the last word on what the bytes are.
+	if b, _ := peekHead(br); b != nil {
+		if resp := rh.parse(b, out); resp != nil {
+			br.Discard(len(b))
+			if resp.ContentLength > 0 && !(out.Method == http.MethodHead || !bodyAllowed(resp.StatusCode)) {
+				resp.Body = &bodyReader{br: br, left: resp.ContentLength}
 			}
-			break
-		}
-		if br.Buffered() == br.Size() || bareLF(b) {
-			break
-		}
-		if _, err := br.Peek(br.Buffered() + 1); err != nil {
-			break // net/http's reader has the last word on what the bytes are
+			return resp, nil
 		}
 	}
 	return http.ReadResponse(br, out)
+}
+
+// peekHead waits for a whole response head at the start of br and returns its bytes through the
+// empty line, still in br. It returns nil for a head that is net/http's reader's to judge: larger
+// than the buffer, with bare LF line ends, or cut short by err.
+func peekHead(br *bufio.Reader) ([]byte, error) {
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if n := headEnd(b); n >= 0 {
+			return b[:n], nil
+		}
+		if br.Buffered() == br.Size() || bareLF(b) {
+			return nil, nil
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// parseStatusLine parses "HTTP/1.x NNN reason" for a final response; ok is false for interim
+// responses and for anything net/http's reader should judge.
+func parseStatusLine(line string) (code, minor int, ok bool) {
+	if len(line) < 12 || strings.IndexByte(line, '\n') >= 0 || strings.IndexByte(line, '\r') >= 0 || line[:7] != "HTTP/1." || (line[7] != '1' && line[7] != '0') || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return 0, 0, false
+	}
+	c, ok := parseLength(line[9:12])
+	if !ok || c < 200 || c > 999 {
+		return 0, 0, false
+	}
+	return int(c), int(line[7] - '0'), true
 }
 
 // parse parses a head; nil means it is not one for the fast path.
 func (rh *respHead) parse(b []byte, out *http.Request) *http.Response {
 	s := string(b[:len(b)-2])
 	line, rest, _ := strings.Cut(s, "\r\n")
-	// "HTTP/1.1 200 OK"
-	if len(line) < 12 || strings.IndexByte(line, '\n') >= 0 || strings.IndexByte(line, '\r') >= 0 || line[:7] != "HTTP/1." || (line[7] != '1' && line[7] != '0') || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
-		return nil
-	}
-	code, ok := parseLength(line[9:12])
-	if !ok || code < 200 || code > 999 {
+	code, minor, ok := parseStatusLine(line)
+	if !ok {
 		return nil // interim responses and garbage: net/http's loop
 	}
 	hdr := make(http.Header, 8)
@@ -140,7 +158,7 @@ func (rh *respHead) parse(b []byte, out *http.Request) *http.Response {
 		return nil
 	}
 	resp := &http.Response{
-		Status: line[9:], StatusCode: int(code), Proto: line[:8], ProtoMajor: 1, ProtoMinor: int(line[7] - '0'),
+		Status: line[9:], StatusCode: code, Proto: line[:8], ProtoMajor: 1, ProtoMinor: minor,
 		Header: hdr, Request: out, Body: http.NoBody,
 	}
 	// The length as net/http's fixLength: a HEAD response's is its header's (-1 without), a bodiless
