@@ -36,6 +36,9 @@ type Config struct {
 	// DisableFastPath serves every request with net/http's Server and sends it through net/http's
 	// Transport (a safety valve).
 	DisableFastPath bool
+	// DisableEventLoop serves plain HTTP/1.x connections with a goroutine each instead of the event
+	// loops (a safety valve, and the other side of their benchmark).
+	DisableEventLoop bool
 	// MinSyncInterval bounds how often the route table is rebuilt during a burst of changes.
 	MinSyncInterval time.Duration
 	// ACME configures certificates from an ACME CA (package acme).
@@ -73,6 +76,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.AccessLog, "ingress-access-log", false, "Log every proxied request as a structured log line.")
 	fs.StringVar(&c.ServerHeader, "ingress-server-header", "baregate", "The Server header of every ingress response.")
 	fs.BoolVar(&c.DisableFastPath, "ingress-disable-fast-path", false, "Serve every request with Go's standard HTTP server and send it through Go's standard HTTP client instead of baregate's HTTP/1.1 fast paths (which read plain HTTP/1.x requests from clients and send them on pooled backend connections without extra goroutines).")
+	fs.BoolVar(&c.DisableEventLoop, "ingress-disable-event-loop", false, "Serve each plain HTTP/1.x client connection with a goroutine of its own instead of baregate's event loops (one per CPU, which wait on many connections at once as nginx does).")
 	fs.DurationVar(&c.MinSyncInterval, "ingress-min-sync-interval", 10*time.Millisecond, "The shortest time between two route table rebuilds; changes arriving meanwhile are applied together.")
 	c.ACME.AddFlags(fs)
 	c.Policy = DefaultPolicyConfig() // its flags take their defaults from the values they are bound to

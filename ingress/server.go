@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,9 +130,14 @@ func (i *Ingress) listen() (*listeners, error) {
 			if !useTLS && i.cfg.Certificates != nil {
 				slow = func(path string) bool { return strings.HasPrefix(path, "/.well-known/acme-challenge/") }
 			}
+			loops := 0
+			if !useTLS && !i.cfg.ProxyProtocol && !i.cfg.DisableEventLoop {
+				loops = runtime.GOMAXPROCS(0) // a TLS or PROXY connection is no plain *net.TCPConn anyway
+			}
 			fast = i.proxy.ConnServer(proxy.ConnServerOptions{
 				Scheme: scheme, Port: port, Handover: handed.hand, Slow: slow,
 				ReadHeaderTimeout: srv.ReadHeaderTimeout, IdleTimeout: srv.IdleTimeout,
+				EventLoops: loops, Done: active.Dec,
 			})
 		}
 		l.servers, l.lns, l.tls = append(l.servers, srv), append(l.lns, ln), append(l.tls, useTLS)
@@ -195,18 +201,19 @@ func (l *listeners) accept(k int, errc chan<- error) {
 // chose another protocol than HTTP/1.1 (h2, acme-tls/1): those go to the http.Server as they are.
 func (l *listeners) serveConn(k int, c net.Conn) {
 	active := l.active[k]
-	active.Inc()
-	defer active.Dec()
+	active.Inc() // the fast path's Done decrements it
 	if conf := l.tlsConf[k]; conf != nil {
 		tc := tls.Server(c, conf)
 		_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
 		if err := tc.Handshake(); err != nil {
 			klog.Background().WithName("ingress").V(4).Info("HTTP server", "msg", "TLS handshake error", "client", c.RemoteAddr().String(), "err", err)
 			c.Close()
+			active.Dec()
 			return
 		}
 		_ = c.SetDeadline(time.Time{})
 		if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
+			active.Dec() // net/http counts it
 			l.handed[k].hand(tc)
 			return
 		}

@@ -24,16 +24,15 @@ import (
 // sends (ingress/lanes_test.go compares them); a response head the lane does not fully understand
 // (no Content-Length, 1xx, fields net/http would refuse) is finished by the handler's respond.
 
-// directOK reports whether the request just parsed can take the direct lane to rt.
-func (fc *fconn) directOK(st *state, rt *route.Route) bool {
-	h := &fc.head
-	if fc.s.h.p.opts.DisableFastPath || rt == nil || rt.Canary != nil || h.contentLength != 0 || !idempotent(h.method) {
+// directOK reports whether the request h can take the direct lane to rt.
+func (s *ConnServer) directOK(h *reqHead, st *state, rt *route.Route) bool {
+	if s.h.p.opts.DisableFastPath || rt == nil || rt.Canary != nil || h.contentLength != 0 || !idempotent(h.method) {
 		return false
 	}
 	if path, _, _ := strings.Cut(h.target, "?"); !plainPath(path) {
 		return false // the handler sends net/url's form of an escaped path
 	}
-	if pol := rt.Policy; pol != nil && (!pol.Plain || rt.TLS && !fc.s.h.tls && pol.Nginx.SSLRedirect) {
+	if pol := rt.Policy; pol != nil && (!pol.Plain || rt.TLS && !s.h.tls && pol.Nginx.SSLRedirect) {
 		return false
 	}
 	pl := st.pools[rt.Backend.ID]
@@ -112,7 +111,7 @@ func (fc *fconn) exchangeDirect(ep *endpoint, to timeouts, now time.Time) (*h1Co
 		if err != nil {
 			return nil, directHead{}, err
 		}
-		fc.writeDirect(c.bw, ep.hostport)
+		writeDirect(c.bw, &fc.head, fc.s.h, fc.remote, ep.hostport)
 		var rh directHead
 		if err = c.bw.Flush(); err != nil {
 			err = &writeError{err}
@@ -129,12 +128,10 @@ func (fc *fconn) exchangeDirect(ep *endpoint, to timeouts, now time.Time) (*h1Co
 	}
 }
 
-// writeDirect writes the request head for the backend as writeRequest writes what handler.outgoing
+// writeDirect writes the head of h for the backend as writeRequest writes what handler.outgoing
 // makes of the request: hop-by-hop fields and those named by Connection dropped, the forwarding
-// fields replaced, names in canonical form.
-func (fc *fconn) writeDirect(bw *bufio.Writer, hostport string) {
-	h := &fc.head
-	hd := fc.s.h
+// fields replaced, names in canonical form. remote is the client's address.
+func writeDirect(bw *bufio.Writer, h *reqHead, hd *handler, remote, hostport string) {
 	trust := hd.p.opts.TrustForwardedHeaders
 	hdr := h.header
 	keepForwarded := trust && len(hdr["X-Forwarded-Proto"]) > 0
@@ -191,9 +188,9 @@ func (fc *fconn) writeDirect(bw *bufio.Writer, hostport string) {
 	if _, ok := hdr["Cache-Control"]; ok && !sawCacheControl {
 		bw.WriteString("Cache-Control: no-cache\r\n") // parseHead's for Pragma: no-cache
 	}
-	clientIP, _, err := net.SplitHostPort(fc.remote)
+	clientIP, _, err := net.SplitHostPort(remote)
 	if err != nil {
-		clientIP = fc.remote
+		clientIP = remote
 	}
 	bw.WriteString("X-Forwarded-For: ")
 	if prior := hdr["X-Forwarded-For"]; trust && len(prior) > 0 {
@@ -346,7 +343,7 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 			return outcome{code: rh.code, upstream: ep.hostport, aborted: true}, false
 		}
 	}
-	fc.writeHeadDirect(bw, rt, rh, sniff, keep)
+	writeDirectHead(bw, head.minor, fc.s.h.p.serverHdr[0], fc.hsts(rt), rh, sniff, keep)
 	o.code = rh.code
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -388,11 +385,12 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 	return o, keep
 }
 
-// writeHeadDirect writes the response head as fastRW.commit writes what handler.respond makes of the
-// backend's head: hop-by-hop fields and those named by Connection dropped, our Server, a Date and a
-// sniffed Content-Type when the backend sent none.
-func (fc *fconn) writeHeadDirect(bw *bufio.Writer, rt *route.Route, rh *directHead, sniff []byte, keep bool) {
-	writeStatusLine(bw, fc.head.minor, rh.code)
+// writeDirectHead writes the response head as fastRW.commit writes what handler.respond makes of the
+// backend's head for a client speaking HTTP/1.minor: hop-by-hop fields and those named by Connection
+// dropped, our Server, the route's HSTS values, a Date and a sniffed Content-Type when the backend
+// sent none.
+func writeDirectHead(bw *bufio.Writer, minor int, server string, hsts []string, rh *directHead, sniff []byte, keep bool) {
+	writeStatusLine(bw, minor, rh.code)
 	_, rest, _ := strings.Cut(rh.head, "\r\n")
 	for rest != "" {
 		var line string
@@ -405,9 +403,9 @@ func (fc *fconn) writeHeadDirect(bw *bufio.Writer, rt *route.Route, rh *directHe
 		writeField(bw, key, trimOWS(line[colon+1:]))
 	}
 	bw.WriteString("Server: ")
-	bw.WriteString(fc.s.h.p.serverHdr[0])
+	bw.WriteString(server)
 	bw.WriteString("\r\n")
-	if hsts := fc.hsts(rt); !rh.hasHSTS {
+	if !rh.hasHSTS {
 		for _, v := range hsts {
 			writeField(bw, "Strict-Transport-Security", v)
 		}
@@ -420,7 +418,7 @@ func (fc *fconn) writeHeadDirect(bw *bufio.Writer, rt *route.Route, rh *directHe
 	if len(sniff) > 0 {
 		writeField(bw, "Content-Type", http.DetectContentType(sniff))
 	}
-	writeConnection(bw, fc.head.minor, !keep)
+	writeConnection(bw, minor, !keep)
 	bw.WriteString("\r\n")
 }
 

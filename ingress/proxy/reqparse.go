@@ -57,6 +57,12 @@ func bareLF(b []byte) bool { return bytes.Contains(b, []byte("\n\n")) }
 
 // parseHead parses the head at the start of b into h, reusing h's header map.
 func parseHead(b []byte, h *reqHead) headParse {
+	return parseHeadWith(b, h, func(b []byte) string { return string(b) })
+}
+
+// parseHeadWith is parseHead with the head's bytes made a string by str: the event loop's strings
+// share its buffer, which holds the head until the request is done.
+func parseHeadWith(b []byte, h *reqHead, str func([]byte) string) headParse {
 	n := headEnd(b)
 	if n < 0 {
 		if bareLF(b) {
@@ -64,7 +70,7 @@ func parseHead(b []byte, h *reqHead) headParse {
 		}
 		return headIncomplete
 	}
-	s := string(b[:n-2]) // every line with its CRLF, without the empty one
+	s := str(b[:n-2]) // every line with its CRLF, without the empty one
 	h.size = n
 	line, rest, _ := strings.Cut(s, "\r\n")
 	h.fields = rest

@@ -46,6 +46,12 @@ type ConnServerOptions struct {
 	// ReadHeaderTimeout bounds reading a request head once its first byte came, IdleTimeout the wait
 	// for the next request on a kept-alive connection (http.Server's fields of the same names).
 	ReadHeaderTimeout, IdleTimeout time.Duration
+	// EventLoops is how many event loops serve plain TCP connections (loop.go); 0 serves every
+	// connection with a goroutine of its own.
+	EventLoops int
+	// Done, when set, is called once for each connection given to ServeConn, when the server is done
+	// with it: closed, or handed over.
+	Done func()
 }
 
 // ConnServer serves HTTP/1.x connections for one listener.
@@ -57,7 +63,13 @@ type ConnServer struct {
 	served   atomic.Uint64 // requests served on the fast path
 	handed   atomic.Uint64 // connections handed to net/http
 	mu       sync.Mutex
-	conns    map[*fconn]struct{}
+	conns    map[*fconn]struct{} // served by goroutines
+
+	// The event loops (loop.go), started with the first connection for them.
+	loops       []*evloop
+	loopsFailed bool
+	next        atomic.Uint32
+	looped      atomic.Int64 // client connections on the loops
 }
 
 // ConnServer returns the fast-path server of one listener.
@@ -100,8 +112,19 @@ var (
 	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
 )
 
-// ServeConn serves c until it closes or is handed over; it closes c unless handing it over.
+// ServeConn serves c until it closes or is handed over; it closes c unless handing it over. A plain
+// TCP connection goes to an event loop when the server has them (loop.go), and ServeConn returns at
+// once.
 func (s *ConnServer) ServeConn(c net.Conn) {
+	if s.adopt(c) {
+		return
+	}
+	fc := s.newConn(c)
+	s.track(fc)
+	s.run(fc, nil)
+}
+
+func (s *ConnServer) newConn(c net.Conn) *fconn {
 	fc := &fconn{s: s, c: c, br: readerPool.Get().(*bufio.Reader)}
 	fc.br.Reset(c)
 	if tc, ok := c.(*tls.Conn); ok {
@@ -110,10 +133,17 @@ func (s *ConnServer) ServeConn(c net.Conn) {
 	}
 	fc.head.header = make(http.Header, 8)
 	fc.w.hdr, fc.w.body = make(http.Header, 16), &fc.body
-	s.mu.Lock()
-	s.conns[fc] = struct{}{}
-	s.mu.Unlock()
-	handed := fc.serve()
+	return fc
+}
+
+// run serves fc's requests, tracked by the caller, after finishing with then (unless nil) one whose
+// head fc.head holds; then returns whether the connection may serve another. The connection is
+// closed or handed over when run returns.
+func (s *ConnServer) run(fc *fconn, then func(*fconn) bool) {
+	if s.opts.Done != nil {
+		defer s.opts.Done()
+	}
+	handed := fc.serve(then)
 	s.mu.Lock()
 	delete(s.conns, fc)
 	s.mu.Unlock()
@@ -123,15 +153,19 @@ func (s *ConnServer) ServeConn(c net.Conn) {
 	if fc.body.left > 0 || fc.br.Buffered() > 0 {
 		fc.linger()
 	}
-	c.Close()
+	fc.c.Close()
 	fc.br.Reset(nil)
 	readerPool.Put(fc.br)
 }
 
-// serve loops over the requests of the connection; it returns true when it handed it over.
-func (fc *fconn) serve() bool {
+// serve loops over the requests of the connection, starting with then's when it is not nil; it
+// returns true when it handed the connection over.
+func (fc *fconn) serve(then func(*fconn) bool) bool {
 	s := fc.s
 	fc.remote = fc.c.RemoteAddr().String() // after the PROXY header, read by the first call
+	if then != nil && (!fc.guard(then) || s.shutting.Load()) {
+		return false
+	}
 	for {
 		switch fc.readHead() {
 		case headSlow:
@@ -158,7 +192,7 @@ func (fc *fconn) serve() bool {
 		fc.br.Discard(h.size) // the head is ours now
 		s.served.Add(1)
 		var keep bool
-		if fc.directOK(st, rt) {
+		if s.directOK(h, st, rt) {
 			keep = fc.serveDirect(st, rt, start)
 		} else {
 			keep = fc.serveOne(st, rt, start)
@@ -341,16 +375,21 @@ func (fc *fconn) handle(w *fastRW, r *http.Request, st *state, rt *route.Route, 
 	return fc.s.h.serveRoute(w, r, st, rt, start)
 }
 
-// serveDirect runs the direct lane, recovering its panics as handle does; a panic ends the
-// connection.
+// serveDirect runs the direct lane.
 func (fc *fconn) serveDirect(st *state, rt *route.Route, start time.Time) (keep bool) {
+	return fc.guard(func(fc *fconn) bool { return fc.direct(st, rt, start) })
+}
+
+// guard runs serve, which returns whether the connection may serve another request, recovering its
+// panics as handle does; a panic ends the connection.
+func (fc *fconn) guard(serve func(*fconn) bool) (keep bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			keep = false
 			fc.logPanic(v)
 		}
 	}()
-	return fc.direct(st, rt, start)
+	return serve(fc)
 }
 
 func (fc *fconn) logPanic(v any) {
@@ -418,12 +457,23 @@ func (c *handedConn) CloseWrite() error {
 // Shutdown closes the connections waiting for a request and waits for the others to finish theirs,
 // until ctx ends, when it closes them all.
 func (s *ConnServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
 	s.shutting.Store(true)
+	loops := s.loops
+	s.mu.Unlock()
+	for _, l := range loops {
+		l.shutdown()
+	}
+	defer func() {
+		for _, l := range loops {
+			l.stop()
+		}
+	}()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		s.mu.Lock()
-		n := len(s.conns)
+		n := len(s.conns) + int(s.looped.Load())
 		for fc := range s.conns {
 			if fc.state.CompareAndSwap(connIdle, connClosed) {
 				fc.c.Close()

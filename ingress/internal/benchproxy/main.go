@@ -30,6 +30,7 @@ func main() {
 	httpsAddr := flag.String("https", "127.0.0.1:18446", "HTTPS listen address")
 	backends := flag.String("backends", "127.0.0.1:18081", "comma-separated backend ip:port list (distinct IPs)")
 	noFast := flag.Bool("disable-fast-path", false, "use net/http's server and Transport for every request")
+	noLoop := flag.Bool("disable-event-loop", false, "serve each plain HTTP connection with a goroutine instead of the event loops")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	traceFile := flag.String("trace", "", "write a runtime trace of the whole run to this file")
 	flag.Parse()
@@ -56,17 +57,17 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*httpAddr, *httpsAddr, strings.Split(*backends, ","), *noFast); err != nil {
+	if err := run(*httpAddr, *httpsAddr, strings.Split(*backends, ","), *noFast, *noLoop); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(httpAddr, httpsAddr string, backends []string, noFast bool) error {
+func run(httpAddr, httpsAddr string, backends []string, noFast, noLoop bool) error {
 	var cfg ingress.Config
 	cfg.AddFlags(pflag.NewFlagSet("bench", pflag.ContinueOnError))
-	cfg.HTTPAddress, cfg.HTTPSAddress, cfg.DisableFastPath = httpAddr, httpsAddr, noFast
+	cfg.HTTPAddress, cfg.HTTPSAddress, cfg.DisableFastPath, cfg.DisableEventLoop = httpAddr, httpsAddr, noFast, noLoop
 	ing, err := ingress.New(cfg, cluster.Deps{NodeName: "node1"})
 	if err != nil {
 		return err
