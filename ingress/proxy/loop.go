@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -40,6 +42,7 @@ const (
 	loopHeadMax = 8 << 10  // a longer request head goes to net/http, as from fconn's 8 KiB reader
 	loopReadMax = 16 << 10 // a backend read, as h1Conn's reader
 	loopTick    = 250 * time.Millisecond
+	loopSlice   = time.Millisecond // the longest the loop runs before it lets other goroutines run
 )
 
 // Client connection phases.
@@ -68,8 +71,8 @@ type evloop struct {
 
 	mu      sync.Mutex
 	inbox   []*net.TCPConn
-	closing bool // Shutdown began: close idle connections
-	stopped bool // close everything and return
+	closing bool        // Shutdown began: close idle connections
+	stopped atomic.Bool // close everything and return (set under mu, so that post does not race it)
 	done    chan struct{}
 
 	slots     []slot // by file descriptor
@@ -79,6 +82,7 @@ type evloop struct {
 	nextSweep int64
 	cur       *lclient // the client whose event is being handled, for a panic
 	err       error    // why poll ended the loop
+	busySince int64    // when the loop last started handling events without parking in between
 	idle      map[*endpoint][]*lupstream
 	free      [][]byte // read buffers of loopReadMax bytes
 	obuf      []byte   // client output being assembled
@@ -155,13 +159,14 @@ type lupstream struct {
 // cannot block, and entering and leaving a system call the way syscall.Read does costs more than a
 // short one. They return the count, or 0 and the error.
 func sockRead(fd int, b []byte) (int, error)  { return sockIO(unix.SYS_READ, fd, b) }
-func sockWrite(fd int, b []byte) (int, error) { return sockIO(unix.SYS_WRITE, fd, b) }
+func sockWrite(fd int, b []byte) (int, error) { return sockIO(unix.SYS_SENDTO, fd, b) }
 
 func sockIO(trap uintptr, fd int, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	// sendto's flags: a peer that reset the connection gives EPIPE without a SIGPIPE to the process.
+	n, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
@@ -234,7 +239,7 @@ func (l *evloop) closeFDs() {
 // post gives a client connection to the loop; false when the loop has stopped.
 func (l *evloop) post(c *net.TCPConn) bool {
 	l.mu.Lock()
-	if l.stopped {
+	if l.stopped.Load() {
 		l.mu.Unlock()
 		return false
 	}
@@ -259,7 +264,7 @@ func (l *evloop) shutdown() {
 
 func (l *evloop) stop() {
 	l.mu.Lock()
-	l.stopped = true
+	l.stopped.Store(true)
 	l.mu.Unlock()
 	l.wake()
 	<-l.done
@@ -271,7 +276,7 @@ func (l *evloop) run() {
 	l.nextSweep = l.now + int64(loopTick)
 	for {
 		err := l.raw.Read(l.poll)
-		if l.stopping() {
+		if l.stopped.Load() {
 			break
 		}
 		if err == nil {
@@ -293,12 +298,6 @@ func (l *evloop) run() {
 	unix.Close(l.wakefd)
 }
 
-func (l *evloop) stopping() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stopped
-}
-
 // poll handles the ready events until there are none; it returns false to wait for more (Go's
 // poller wakes the loop when the epoll descriptor becomes readable) and true to end the loop.
 func (l *evloop) poll(uintptr) bool {
@@ -312,30 +311,34 @@ func (l *evloop) poll(uintptr) bool {
 			return true
 		}
 		if n <= 0 {
+			l.busySince = 0
 			return false
 		}
 		l.now = time.Now().UnixNano()
+		if l.busySince == 0 {
+			l.busySince = l.now
+		} else if l.now-l.busySince > int64(loopSlice) {
+			// Full batches keep the loop from parking; other goroutines of this P (TLS
+			// connections, the GC's workers) get their turn now rather than at sysmon's 10 ms.
+			runtime.Gosched()
+			l.busySince = l.now
+		}
 		for i := 0; i < n; {
 			i = l.handle(l.events[:n], i)
 		}
 		if l.now >= l.nextSweep {
 			l.sweep()
 		}
-		if l.wasStopped() {
+		if l.stopped.Load() {
 			return true
 		}
 		if n < len(l.events) {
+			l.busySince = 0
 			// The ready list was empty after this batch was taken: whatever came since woke Go's
 			// poller, and waiting returns at once. That saves an epoll_wait that finds nothing.
 			return false
 		}
 	}
-}
-
-func (l *evloop) wasStopped() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stopped
 }
 
 // handle handles evs from index i and returns the index to go on from: past the event whose
