@@ -37,6 +37,12 @@ import (
 // The loop's epoll descriptor is itself waited on through Go's poller, so a loop with nothing to do
 // parks like any goroutine. Client sockets stay registered with Go's poller too, which lets a
 // connection go to a goroutine as the net.Conn it came as; backend sockets the loop dials itself.
+//
+// A pooled backend connection needs no check before reuse: a backend that closes it or writes to it
+// while it is idle makes an event, and the loop closes it at once. Deadlines are checked every
+// loopTick, as coarse as the goroutine lane's deadline updates. The request and response heads are
+// parsed in place, their strings pointing into the loop's buffers until the exchange ends, so that a
+// request allocates nothing and a busy loop does not keep the GC running.
 
 const (
 	loopHeadMax = 8 << 10  // a longer request head goes to net/http, as from fconn's 8 KiB reader
