@@ -237,7 +237,8 @@ type directHead struct {
 }
 
 // readDirectHead waits for a response head in br and parses it. A head the lane does not take is
-// left in br with fallback set.
+// left in br with fallback set. The head's strings point into br's buffer: they hold until br reads
+// again.
 func readDirectHead(br *bufio.Reader) (directHead, error) {
 	if _, err := br.Peek(1); err != nil {
 		return directHead{}, &noResponseError{err}
@@ -249,7 +250,7 @@ func readDirectHead(br *bufio.Reader) (directHead, error) {
 	if b == nil {
 		return directHead{fallback: true}, nil
 	}
-	rh := parseDirectHead(string(b[:len(b)-2]))
+	rh := parseDirectHead(alias(b[:len(b)-2])) // valid until br reads again: see respondDirect
 	rh.size = len(b)
 	return rh, nil
 }
@@ -337,6 +338,9 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 	}()
 	var sniff []byte
 	if !rh.hasType && left > 0 {
+		if c.br.Buffered() < int(min(left, sniffLen)) { // Peek is going to move the head's bytes
+			rh.head, rh.conn = strings.Clone(rh.head), strings.Clone(rh.conn)
+		}
 		var err error
 		if sniff, err = c.br.Peek(int(min(left, sniffLen))); err != nil {
 			c.c.Close() // nothing was sent: the client sees the connection close, as from the handler
