@@ -389,8 +389,8 @@ func (l *evloop) handle(evs []unix.EpollEvent, i int) (next int) {
 			switch c.phase {
 			case cHead:
 				l.readRequests(c)
-			case cRelay:
-				if c.writable && len(c.out) > 0 {
+			case cRelay: // body bytes may wait in c.out or in the backend connection's buffer
+				if c.writable {
 					l.relay(c.x.u)
 				}
 			}
