@@ -1,0 +1,386 @@
+package ingress
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Tests of the event loops (proxy/loop.go) through the HTTP listener, which serves plain HTTP/1.x
+// connections on them unless DisableEventLoop: what the lanes tests, which compare single exchanges
+// byte for byte, do not reach: slow clients, many clients at once, backends that close, hand-offs in
+// the middle of a connection, shutdown, failures and the connection gauge.
+
+// loopBody is the body of loopBackend's /big: random bytes, so that a byte relayed twice, lost or
+// out of place changes the hash.
+var loopBody = sync.OnceValue(func() []byte {
+	b := make([]byte, 8<<20)
+	r := rand.New(rand.NewChaCha8([32]byte{1}))
+	for i := 0; i+8 <= len(b); i += 8 {
+		v := r.Uint64()
+		for k := range 8 {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+	return b
+})
+
+// loopBackend serves /big (loopBody, Content-Length framed, or its first n bytes with ?n=),
+// /chunked (a chunked body) and, for any other path, the echo of the request (method, path, query
+// and body) with a Content-Length.
+func loopBackend(t *testing.T) *backend {
+	return startBackend(t, "loop", false, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			body := loopBody()
+			if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil {
+				body = body[:n]
+			}
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body)
+		case "/chunked":
+			for i := range 3 {
+				fmt.Fprintf(w, "part%d;", i)
+				w.(http.Flusher).Flush()
+			}
+		default:
+			body, _ := io.ReadAll(r.Body)
+			msg := fmt.Sprintf("%s %s ?%s [%s]", r.Method, r.URL.Path, r.URL.RawQuery, body)
+			w.Header().Set("Content-Length", strconv.Itoa(len(msg)))
+			io.WriteString(w, msg)
+		}
+	})
+}
+
+// echoed is what loopBackend answers to a request without a body.
+func echoed(method, target string) string {
+	path, query, _ := strings.Cut(target, "?")
+	return fmt.Sprintf("%s %s ?%s []", method, path, query)
+}
+
+// get sends a GET of target on rc and checks the echo.
+func (rc *rawConn) get(target string) {
+	rc.t.Helper()
+	rc.send("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n")
+	rc.expect("GET", 200, echoed("GET", target))
+}
+
+// expect reads a response and checks its status and body.
+func (rc *rawConn) expect(method string, status int, body string) {
+	rc.t.Helper()
+	resp, got := rc.read(method)
+	if resp.StatusCode != status || got != body {
+		rc.t.Fatalf("got %d %q, want %d %q", resp.StatusCode, got, status, body)
+	}
+}
+
+// exchange sends req (when not empty) on c and reads a response to method from br, for goroutines
+// other than the test's, which must not call t.Fatal.
+func exchange(c net.Conn, br *bufio.Reader, method, req string) (int, string, error) {
+	if req != "" {
+		if _, err := io.WriteString(c, req); err != nil {
+			return 0, "", err
+		}
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		return 0, "", err
+	}
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// TestLoopBackpressure: a client that reads a large response slowly gets it whole, and the loop it
+// shares with other clients serves them meanwhile.
+func TestLoopBackpressure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+
+	// A small receive buffer, set before connecting so that the window stays small: the loop
+	// finds the client's socket full early and often.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err == nil {
+			err = serr
+		}
+		return err
+	}}
+	slow, err := d.Dial("tcp", strings.TrimPrefix(h.httpURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReaderSize(slow, 4096)
+	if _, err := io.WriteString(slow, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(loopBody())) {
+		t.Fatalf("GET /big: %d, length %d", resp.StatusCode, resp.ContentLength)
+	}
+
+	// The loops take connections in turn: of more fast clients than loops, some share the slow
+	// client's. They are served while it reads nothing, and while it reads slowly.
+	fast := make([]*rawConn, 2*runtime.GOMAXPROCS(0)+1)
+	for i := range fast {
+		fast[i] = h.dial(t)
+		for k := range 5 {
+			fast[i].get(fmt.Sprintf("/fast%d?k=%d", i, k))
+		}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fast))
+	for i, rc := range fast {
+		wg.Go(func() {
+			for k := 0; ; k++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				target := fmt.Sprintf("/during%d?k=%d", i, k)
+				code, body, err := exchange(rc.c, rc.br, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				if want := echoed("GET", target); err != nil || code != 200 || body != want {
+					errs <- fmt.Errorf("%s: %d %q %v, want %q", target, code, body, err, want)
+					return
+				}
+			}
+		})
+	}
+
+	hash := sha256.New()
+	buf := make([]byte, 4096)
+	var got int64
+	for {
+		n, err := resp.Body.Read(buf)
+		hash.Write(buf[:n])
+		got += int64(n)
+		if got%(1<<20) < int64(n) {
+			// A pause after each MiB, long enough for the backend to have sent all it can: the
+			// loop's writes to this client fail with EAGAIN, and it is the client's readiness
+			// alone that must make the loop go on.
+			time.Sleep(300 * time.Millisecond)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("reading the body after %d bytes: %v", got, err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a fast client: %v", err)
+	}
+	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(hash.Sum(nil), want[:]) {
+		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, hash.Sum(nil), len(loopBody()), want)
+	}
+	// The connection goes on.
+	rc := &rawConn{t: t, c: slow, br: br}
+	rc.get("/after?slow")
+}
+
+// loopClient is a client of TestLoopManyClients: keep-alive requests, pipelined and split, then a
+// response it reads whole; it returns what went wrong.
+func loopClient(addr string, i int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	check := func(method, target, want string) error {
+		code, body, err := exchange(c, br, method, "")
+		if err != nil || code != 200 || body != want {
+			return fmt.Errorf("%s %s: %d %q %v, want %q", method, target, code, body, err, want)
+		}
+		return nil
+	}
+	for round := range 3 {
+		var pipelined strings.Builder
+		var targets []string
+		for k := range 3 {
+			targets = append(targets, fmt.Sprintf("/c%d/r%d/p%d?k=%d", i, round, k, k))
+			fmt.Fprintf(&pipelined, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", targets[k])
+		}
+		if _, err := io.WriteString(c, pipelined.String()); err != nil {
+			return err
+		}
+		for _, target := range targets {
+			if err := check("GET", target, echoed("GET", target)); err != nil {
+				return fmt.Errorf("pipelined: %w", err)
+			}
+		}
+		// A head in pieces, cut in the request line, inside a field and between CR and LF.
+		target := fmt.Sprintf("/c%d/r%d/split?q=%d", i, round, round)
+		req := "GET " + target + " HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 100+i) + "\r\n\r\n"
+		for _, cut := range [][2]int{{0, 6}, {6, 30}, {30, len(req) - 1}, {len(req) - 1, len(req)}} {
+			if _, err := io.WriteString(c, req[cut[0]:cut[1]]); err != nil {
+				return err
+			}
+			time.Sleep(time.Millisecond) // separate segments, most of the time
+		}
+		if err := check("GET", target, echoed("GET", target)); err != nil {
+			return fmt.Errorf("split: %w", err)
+		}
+	}
+	n := 20000 + 1000*i
+	if _, err := fmt.Fprintf(c, "HEAD /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\nGET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", n, n); err != nil {
+		return err
+	}
+	if err := check("HEAD", "/big", ""); err != nil {
+		return err
+	}
+	return check("GET", "/big", string(loopBody()[:n]))
+}
+
+// TestLoopManyClients: many keep-alive connections at once, with pipelined and split requests, and
+// clients that go away in the middle of a response; later clients are served, and the connections
+// are all let go of (the gauge of open connections comes back to 0).
+func TestLoopManyClients(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	addr := strings.TrimPrefix(h.httpURL, "http://")
+	const clients = 200
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			if err := loopClient(addr, i); err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if served, handed := h.fastStats(); served < clients*14 || handed != 0 {
+		t.Errorf("the fast path served %d requests and handed %d connections to net/http, want %d and 0", served, handed, clients*14)
+	}
+
+	// Clients that go away: before the response, after its head, within its body.
+	for i := range 30 {
+		rc := h.dial(t)
+		rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		if i%3 > 0 {
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("GET /big: %v %v", resp, err)
+			}
+			if i%3 == 2 {
+				if _, err := io.CopyN(io.Discard, resp.Body, int64(1000*i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		rc.c.Close()
+	}
+	// Later clients are served, a whole /big included.
+	for i := range 5 {
+		if err := loopClient(addr, clients+i); err != nil {
+			t.Fatalf("after the disconnects: %v", err)
+		}
+	}
+	rc := h.dial(t)
+	rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := rc.read("GET"); resp.StatusCode != 200 || body != string(loopBody()) {
+		t.Fatalf("GET /big after the disconnects: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	rc.c.Close()
+	h.waitActive(t, 0)
+}
+
+// waitActive waits for the gauge of open connections of the HTTP listener to read n.
+func (h *harness) waitActive(t *testing.T, n float64) {
+	t.Helper()
+	const name = "baregate_ingress_active_connections"
+	deadline := time.Now().Add(15 * time.Second)
+	for h.metric(name, "listener", "http") != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s{listener=\"http\"} = %v, want %v", name, h.metric(name, "listener", "http"), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// closingBackend answers each request with its path, Content-Length framed and without saying
+// anything of the connection, and closes a connection that has not sent its next request within
+// idle: a backend with a short keep-alive timeout, whose closes race with the proxy's reuse. With
+// idle 0 it closes each connection when the second request comes, without answering it: the close
+// lost that race.
+func closingBackend(t *testing.T, idle time.Duration) string {
+	return serveLoopback(t, fmt.Sprintf("127.0.0.%d", 2+nextLoopback.Add(1)%250), func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for first := true; ; first = false {
+			if !first { // a new connection waits for its first request
+				c.SetReadDeadline(time.Now().Add(idle))
+			}
+			req, err := http.ReadRequest(br)
+			if err != nil || !first && idle == 0 {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.RequestURI), req.RequestURI)
+		}
+	})
+}
+
+// TestLoopBackendClosesIdle: requests after the backend closed its idle keep-alive connections are
+// answered, never with 502.
+func TestLoopBackendClosesIdle(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	hosts := []string{"a.example.com", "b.example.com", "c.example.com"}
+	h.apply(merge(simple(hosts[0], "quick", closingBackend(t, time.Millisecond)), simple(hosts[1], "idle", closingBackend(t, 20*time.Millisecond)),
+		simple(hosts[2], "lost", closingBackend(t, 0))))
+	rcs := []*rawConn{h.dial(t), h.dial(t), h.dial(t), h.dial(t)}
+	var wg sync.WaitGroup
+	for i := range rcs {
+		wg.Go(func() {
+			rc := rcs[i]
+			for k := range 40 {
+				host := hosts[k%len(hosts)]
+				target := fmt.Sprintf("/c%d/%d", i, k)
+				code, body, err := exchange(rc.c, rc.br, "GET", "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+				if err != nil || code != 200 || body != target {
+					t.Errorf("client %d, request %d to %s: %d %q %v, want 200 %q", i, k, host, code, body, err, target)
+					return
+				}
+				// Around the backend's idle timeout: some requests find the connection open, some
+				// closed, some closing.
+				time.Sleep(time.Duration(k%5) * 10 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	if _, handed := h.fastStats(); handed != 0 {
+		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
+}
