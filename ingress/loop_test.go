@@ -3,6 +3,7 @@ package ingress
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -10,12 +11,19 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/baregate/baregate/internal/cluster"
 )
 
 // Tests of the event loops (proxy/loop.go) through the HTTP listener, which serves plain HTTP/1.x
@@ -382,5 +390,323 @@ func TestLoopBackendClosesIdle(t *testing.T) {
 	wg.Wait()
 	if _, handed := h.fastStats(); handed != 0 {
 		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
+}
+
+// TestLoopHandOffs: keep-alive connections whose requests take the loop's direct lane, then a
+// goroutine's lane (a request with a body, a response without a Content-Length), then the direct
+// lane's requests again: every answer comes, in order, whether the requests come one by one or
+// pipelined.
+func TestLoopHandOffs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	type step struct{ method, req, want string }
+	get := func(target string) step {
+		return step{"GET", "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n", echoed("GET", target)}
+	}
+	gets := func(prefix string, n int) []step {
+		var out []step
+		for i := range n {
+			out = append(out, get(fmt.Sprintf("/%s%d?i=%d", prefix, i, i)))
+		}
+		return out
+	}
+	post := func(target, body string) step {
+		return step{"POST", fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body),
+			fmt.Sprintf("POST %s ? [%s]", target, body)}
+	}
+	chunked := step{"GET", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "part0;part1;part2;"}
+	big := step{"GET", "GET /big?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n", string(loopBody()[:100000])}
+	head := step{"HEAD", "HEAD /big?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n", ""}
+	del := step{"DELETE", "DELETE /d HTTP/1.1\r\nHost: x\r\n\r\n", "DELETE /d ? []"}
+	escaped := step{"GET", "GET /a%20b HTTP/1.1\r\nHost: x\r\n\r\n", "GET /a b ? []"}
+	http10 := step{"GET", "GET /h10 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "GET /h10 ? []"}
+	// A connection leaves the loop for good with its first request or response that is not the
+	// direct lane's: each sequence starts on the loop.
+	for _, tc := range []struct {
+		name  string
+		steps [][]step
+	}{
+		{"a POST", [][]step{gets("a", 3), {post("/p", "hello")}, gets("b", 3), {big}}},
+		{"a chunked response", [][]step{gets("a", 3), {chunked}, gets("b", 2), {big, chunked, head}}},
+		{"chunked first", [][]step{{chunked, chunked}, gets("a", 2)}},
+		{"the direct lane's only", [][]step{gets("a", 2), {head, big, del}, gets("b", 2), {http10, big}}},
+		{"a POST of 300 KiB", [][]step{gets("a", 1), {post("/r", strings.Repeat("r", 300<<10))}, gets("b", 1)}},
+		{"an escaped path", [][]step{gets("a", 1), {escaped}, gets("b", 1)}},
+	} {
+		steps := slices.Concat(tc.steps...)
+		for _, pipelined := range []bool{false, true} {
+			rc := h.dial(t)
+			if pipelined {
+				var all strings.Builder
+				for _, s := range steps {
+					all.WriteString(s.req)
+				}
+				rc.send(all.String())
+			}
+			for i, s := range steps {
+				if !pipelined {
+					rc.send(s.req)
+				}
+				resp, body := rc.read(s.method)
+				if resp.StatusCode != 200 || body != s.want {
+					t.Fatalf("%s, pipelined %v, step %d (%.40q): %d %.60q, want %.60q", tc.name, pipelined, i, s.req, resp.StatusCode, body, s.want)
+				}
+				if s.method == "HEAD" && resp.ContentLength != 100000 {
+					t.Fatalf("%s, pipelined %v, step %d: HEAD announced %d bytes", tc.name, pipelined, i, resp.ContentLength)
+				}
+			}
+		}
+	}
+	if _, handed := h.fastStats(); handed != 0 {
+		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
+}
+
+// stoppableHarness is newHarness with an HTTP listener only, whose Ingress the test stops itself:
+// stop cancels Run's context and returns what Run returned.
+func stoppableHarness(t *testing.T) (h *harness, stop func() error) {
+	t.Helper()
+	var cfg Config
+	cfg.AddFlags(newFlagSet())
+	cfg.HTTPAddress, cfg.HTTPSAddress = "127.0.0.1:0", ""
+	h = &harness{t: t, client: fake.NewClientset(), recorder: record.NewFakeRecorder(100), reg: prometheus.NewRegistry()}
+	ing, err := New(cfg, cluster.Deps{NodeName: "node1", Namespace: "baregate-system", Client: h.client, Recorder: h.recorder, Metrics: h.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ing = ing
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ing.Run(ctx) }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() { _ = stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for ing.Addrs() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not come up within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.httpURL = "http://" + ing.Addrs()[0].String()
+	return h, stop
+}
+
+// TestLoopShutdown: stopping the Ingress closes the loops' idle connections at once, lets a request
+// in flight finish, then closes its connection too.
+func TestLoopShutdown(t *testing.T) {
+	t.Parallel()
+	h, stop := stoppableHarness(t)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	be := startBackend(t, "slow", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "done "+r.URL.Path)
+	})
+	h.apply(simple("", "slow", be.addr))
+	var idle []*rawConn
+	for i := range 6 {
+		rc := h.dial(t)
+		rc.send(fmt.Sprintf("GET /idle%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
+		rc.expect("GET", 200, fmt.Sprintf("done /idle%d", i))
+		idle = append(idle, rc)
+	}
+	busy := h.dial(t)
+	busy.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	busy.expect("GET", 200, "done /first")
+	busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	if served, _ := h.fastStats(); served != 8 {
+		t.Fatalf("the fast path served %d requests, want 8", served)
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// The idle connections are closed while the backend still holds the request in flight.
+	for i, rc := range idle {
+		if !rc.closed() {
+			t.Errorf("idle connection %d stayed open during the shutdown", i)
+		}
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	busy.expect("GET", 200, "done /slow")
+	if !busy.closed() {
+		t.Error("the connection of the request in flight stayed open after its response")
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	h.waitActive(t, 0)
+}
+
+// TestLoopErrors: a backend that refuses connections is answered with 502 and one that does not
+// answer in time with 504, each on a connection that serves the next request; an endpoint that
+// refuses among good ones costs no request.
+func TestLoopErrors(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.ReadTimeout = 300 * time.Millisecond })
+	be := loopBackend(t)
+	mute := serveLoopback(t, fmt.Sprintf("127.0.0.%d", 2+nextLoopback.Add(1)%250), func(c net.Conn) {
+		_, _ = io.Copy(io.Discard, c) // reads the requests, answers none
+	})
+	h.apply(merge(
+		simple("ok.example.com", "ok", be.addr),
+		simple("dead.example.com", "dead", deadAddr(t)),
+		simple("mute.example.com", "mute", mute),
+		simple("half.example.com", "half", deadAddr(t), be.addr),
+	))
+	req := func(host, target string) string {
+		return "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+	}
+	for _, tc := range []struct {
+		host string
+		code int
+	}{
+		{"dead.example.com", http.StatusBadGateway},
+		{"mute.example.com", http.StatusGatewayTimeout},
+	} {
+		for _, first := range []bool{true, false} {
+			rc := h.dial(t)
+			if !first { // the failure on a connection the loop has served before
+				rc.send(req("ok.example.com", "/before"))
+				rc.expect("GET", 200, echoed("GET", "/before"))
+			}
+			rc.send(req(tc.host, "/fail"))
+			if resp, body := rc.read("GET"); resp.StatusCode != tc.code {
+				t.Errorf("%s: %d %q, want %d", tc.host, resp.StatusCode, body, tc.code)
+			}
+			for i := range 2 {
+				target := fmt.Sprintf("/after%d", i)
+				rc.send(req("ok.example.com", target))
+				rc.expect("GET", 200, echoed("GET", target))
+			}
+			// Pipelined: the failure, then a request the connection must still answer.
+			rc.send(req(tc.host, "/fail") + req("ok.example.com", "/pipelined"))
+			if resp, _ := rc.read("GET"); resp.StatusCode != tc.code {
+				t.Errorf("%s pipelined: %d, want %d", tc.host, resp.StatusCode, tc.code)
+			}
+			rc.expect("GET", 200, echoed("GET", "/pipelined"))
+		}
+	}
+	// Passive health: the refusing endpoint is retried past, then skipped.
+	for c := range 2 {
+		rc := h.dial(t)
+		for i := range 10 {
+			target := fmt.Sprintf("/half%d/%d", c, i)
+			rc.send(req("half.example.com", target))
+			rc.expect("GET", 200, echoed("GET", target))
+		}
+	}
+}
+
+// TestLoopActiveConnections: the gauge of open connections counts the loops' connections, and those
+// they gave to goroutines or to net/http, until each closes.
+func TestLoopActiveConnections(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	var rcs []*rawConn
+	for i := range 10 {
+		rc := h.dial(t)
+		rc.get(fmt.Sprintf("/c%d", i))
+		rcs = append(rcs, rc)
+	}
+	h.waitActive(t, 10)
+	// One goes to a goroutine for a request with a body, one for a chunked response, one to
+	// net/http for an Expect.
+	rcs[0].send("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	rcs[0].expect("POST", 200, "POST /p ? [hi]")
+	rcs[1].send("GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+	rcs[1].expect("GET", 200, "part0;part1;part2;")
+	rcs[2].send("POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+	rcs[2].expect("POST", 100, "")
+	rcs[2].expect("POST", 200, "POST /e ? [hi]")
+	if _, handed := h.fastStats(); handed != 1 {
+		t.Fatalf("%d connections handed to net/http, want 1", handed)
+	}
+	h.waitActive(t, 10)
+	for i, rc := range rcs {
+		rc.c.Close()
+		h.waitActive(t, float64(len(rcs)-1-i))
+	}
+	// Connections closed by the server: HTTP/1.0, Connection: close, and a client gone in the
+	// middle of a response.
+	for _, req := range []string{"GET /h10 HTTP/1.0\r\n\r\n", "GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"} {
+		rc := h.dial(t)
+		rc.send(req)
+		rc.read("GET")
+		if !rc.closed() {
+			t.Errorf("%q: the connection stayed open", req)
+		}
+	}
+	rc := h.dial(t)
+	rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := io.ReadFull(rc.br, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	rc.c.Close()
+	h.waitActive(t, 0)
+}
+
+// goroutinesIn counts the goroutines whose stack has fn in it.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), fn+"(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// TestLoopServesWithoutGoroutines checks what the other tests of this file rely on: the HTTP
+// listener serves plain connections on its event loops, with no goroutine per connection until one
+// leaves the loop, and with a goroutine each under DisableEventLoop. Not parallel: it counts the
+// process's goroutines.
+func TestLoopServesWithoutGoroutines(t *testing.T) {
+	const perConn = "proxy.(*ConnServer).run"
+	be := loopBackend(t)
+	for _, disabled := range []bool{false, true} {
+		h := newHarness(t, func(c *Config) { c.DisableEventLoop = disabled })
+		h.apply(simple("", "loop", be.addr))
+		before := goroutinesIn(perConn)
+		var rcs []*rawConn
+		for i := range 10 {
+			rc := h.dial(t)
+			rc.get(fmt.Sprintf("/c%d", i))
+			rcs = append(rcs, rc)
+		}
+		if disabled {
+			if n := goroutinesIn(perConn) - before; n < len(rcs) {
+				t.Errorf("without event loops: %d goroutines serve %d connections", n, len(rcs))
+			}
+			continue
+		}
+		if n := goroutinesIn(perConn) - before; n > 0 {
+			t.Errorf("with event loops: %d goroutines serve the connections, want none", n)
+		}
+		if goroutinesIn("proxy.(*evloop).run") == 0 {
+			t.Error("no event loop runs")
+		}
+		// A request with a body takes its connection off the loop.
+		rcs[0].send("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+		rcs[0].expect("POST", 200, "POST /p ? [hi]")
+		if n := goroutinesIn(perConn) - before; n < 1 {
+			t.Errorf("after a POST: %d goroutines serve the connections, want 1", n)
+		}
 	}
 }
