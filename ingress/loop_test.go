@@ -710,3 +710,50 @@ func TestLoopServesWithoutGoroutines(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopHalfClosed: a client that closes its sending side after its requests gets their answers,
+// then the end of the connection; one that leaves while its request is with the backend costs the
+// others nothing.
+func TestLoopHalfClosed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	be := startBackend(t, "half", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, echoed(r.Method, r.URL.RequestURI()))
+	})
+	h.apply(simple("", "half", be.addr))
+	for _, n := range []int{1, 3} {
+		rc := h.dial(t)
+		var reqs strings.Builder
+		for i := range n {
+			fmt.Fprintf(&reqs, "GET /h%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		}
+		rc.send(reqs.String())
+		if err := rc.c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			rc.expect("GET", 200, echoed("GET", fmt.Sprintf("/h%d", i)))
+		}
+		if !rc.closed() {
+			t.Errorf("%d requests, then the client's FIN: the connection stayed open", n)
+		}
+	}
+	gone := h.dial(t)
+	gone.get("/first")
+	gone.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	gone.c.Close()
+	rc := h.dial(t)
+	rc.get("/meanwhile") // the loop is not waiting for the slow backend
+	close(release)
+	for i := range 3 {
+		rc.get(fmt.Sprintf("/after%d", i))
+	}
+	rc.c.Close()
+	h.waitActive(t, 0)
+}
