@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baregate/baregate/ingress/annotations"
+	fx "github.com/baregate/baregate/ingress/internal/fixture"
+	"github.com/baregate/baregate/ingress/route"
+	"github.com/baregate/baregate/internal/cluster"
+)
+
+// Tests of the event loops from inside: one loop, so that every client shares it, short client
+// timeouts, and the loop's own count of its connections. ingress/loop_test.go tests them through
+// the listeners.
+
+// loopServer is a ConnServer with one event loop in front of one backend, on loopback.
+type loopServer struct {
+	s      *ConnServer
+	addr   string
+	done   atomic.Int64 // connections the server is done with (ConnServerOptions.Done)
+	handed atomic.Int64
+}
+
+func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOptions) *loopServer {
+	t.Helper()
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bsrv := &http.Server{Handler: backend}
+	go bsrv.Serve(bln)
+	t.Cleanup(func() { bsrv.Close() })
+
+	p, err := New(Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := cluster.NewBuilder("node1", annotations.SecretRefs)
+	cb.Set(fx.Class())
+	cb.Set(fx.Service("svc", 80))
+	cb.Set(fx.Slice("svc", "svc-1", fx.EP{Addr: bln.Addr().String(), Node: "node1"}))
+	cb.Set(fx.Ingress("ing", 0, fx.Rule("", fx.Path("Prefix", "/", fx.Backend("svc", 80)))))
+	var rb route.Builder
+	tbl, problems := rb.Build(cb.Build(1, time.Now()))
+	if len(problems) > 0 {
+		t.Fatalf("building the route table: %v", problems)
+	}
+	p.Swap(tbl)
+
+	ls := &loopServer{}
+	opts.Scheme, opts.Port, opts.EventLoops = "http", 80, 1
+	opts.Handover = func(c net.Conn) { ls.handed.Add(1); c.Close() }
+	opts.Done = func() { ls.done.Add(1) }
+	ls.s = p.ConnServer(opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls.addr = ln.Addr().String()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go ls.s.ServeConn(c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := ls.s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return ls
+}
+
+type loopClient struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func (ls *loopServer) dial(t *testing.T) *loopClient {
+	t.Helper()
+	c, err := net.Dial("tcp", ls.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return &loopClient{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// get sends a GET of target and returns the response's status and body.
+func (lc *loopClient) get(target string) (int, string) {
+	lc.t.Helper()
+	if _, err := io.WriteString(lc.c, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		lc.t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(lc.br, &http.Request{Method: "GET"})
+	if err != nil {
+		lc.t.Fatalf("GET %s: %v", target, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		lc.t.Fatalf("GET %s: reading the body: %v", target, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// closed waits for the server to close the connection and reports whether it did, without
+// sending anything more.
+func (lc *loopClient) closed() bool {
+	_, err := lc.br.ReadByte()
+	return err == io.EOF
+}
+
+// waitFor waits until cond holds, failing the test after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not so after 15s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func pathBackend(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }
+
+// TestLoopClientTimeouts: the loop closes a connection that sends nothing, one idle for IdleTimeout
+// after a request, and one whose head takes longer than ReadHeaderTimeout.
+func TestLoopClientTimeouts(t *testing.T) {
+	t.Parallel()
+	ls := startLoopServer(t, pathBackend, ConnServerOptions{IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond})
+	never := ls.dial(t) // sends nothing
+	idle := ls.dial(t)
+	if code, body := idle.get("/idle"); code != 200 || body != "/idle" {
+		t.Fatalf("GET /idle: %d %q", code, body)
+	}
+	partial := ls.dial(t)
+	if _, err := io.WriteString(partial.c, "GET /partial HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for name, lc := range map[string]*loopClient{"never": never, "idle": idle, "partial": partial} {
+		if !lc.closed() {
+			t.Errorf("%s: the connection was not closed", name)
+		}
+	}
+	waitFor(t, "the server is done with the 3 connections", func() bool { return ls.done.Load() == 3 && ls.s.looped.Load() == 0 })
+
+	if served, handed := ls.s.Stats(); served == 0 || handed != 0 || ls.handed.Load() != 0 {
+		t.Errorf("served %d, handed %d, want all served", served, handed)
+	}
+}
+
+// TestLoopSharedBySlowAndFast: on a server with one loop, clients are served while another client
+// reads nothing of a large response, and while it reads it slowly; it gets every byte. Clients that
+// leave in the middle of such responses leave nothing behind on the loop.
+func TestLoopSharedBySlowAndFast(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("0123456789abcdef", 4<<20/16) // 4 MiB
+	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			io.WriteString(w, big)
+			return
+		}
+		pathBackend(w, r)
+	}, ConnServerOptions{})
+	slow := ls.dial(t)
+	if _, err := io.WriteString(slow.c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(slow.br, &http.Request{Method: "GET"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /big: %v %v", resp, err)
+	}
+	fast := ls.dial(t)
+	get := func(target string) {
+		t.Helper()
+		if code, body := fast.get(target); code != 200 || body != target {
+			t.Fatalf("GET %s: %d %q", target, code, body)
+		}
+	}
+	for i := range 20 {
+		get(fmt.Sprintf("/before%d", i))
+	}
+	// Time for the backend to send all it can: the loop then has bytes it cannot write, and only
+	// the slow client's readiness can make it go on.
+	time.Sleep(200 * time.Millisecond)
+	var got strings.Builder
+	buf := make([]byte, 64<<10)
+	for i := 0; ; i++ {
+		n, err := resp.Body.Read(buf)
+		got.Write(buf[:n])
+		if i%16 == 0 {
+			get(fmt.Sprintf("/during%d", i)) // the slow client reads nothing meanwhile
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("reading /big after %d bytes: %v", got.Len(), err)
+		}
+	}
+	if got.String() != big {
+		t.Fatalf("/big: %d bytes, not the backend's %d", got.Len(), len(big))
+	}
+
+	// Clients gone: before reading anything of the response, after some of it.
+	for i := range 6 {
+		gone := ls.dial(t)
+		if _, err := io.WriteString(gone.c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			if _, err := io.ReadFull(gone.br, buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gone.c.Close()
+		get(fmt.Sprintf("/after%d", i))
+	}
+	slow.c.Close()
+	fast.c.Close()
+	waitFor(t, "the loop let go of every connection", func() bool { return ls.s.looped.Load() == 0 && ls.done.Load() == 8 })
+	if served, handed := ls.s.Stats(); handed != 0 || ls.handed.Load() != 0 || served < 30 {
+		t.Errorf("served %d, handed %d, want all served", served, handed)
+	}
+}
