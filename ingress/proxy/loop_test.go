@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,4 +244,100 @@ func TestLoopSharedBySlowAndFast(t *testing.T) {
 	if served, handed := ls.s.Stats(); handed != 0 || ls.handed.Load() != 0 || served < 30 {
 		t.Errorf("served %d, handed %d, want all served", served, handed)
 	}
+}
+
+// TestLoopMixedClients: many clients on one loop at once, each with its own mix of small and large
+// responses read at their own pace, requests that leave the loop, and leaving mid-response.
+func TestLoopMixedClients(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("0123456789abcdef", 256<<10/16)
+	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			io.WriteString(w, big)
+		case "/chunked":
+			io.WriteString(w, "chunk")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "ed")
+		default:
+			body, _ := io.ReadAll(r.Body)
+			io.WriteString(w, r.URL.Path+string(body))
+		}
+	}, ConnServerOptions{})
+	const clients = 40
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			if err := mixedClient(ls.addr, i, big); err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, "the server let go of every connection", func() bool { return ls.s.looped.Load() == 0 && ls.done.Load() == clients })
+	if ls.handed.Load() != 0 {
+		t.Errorf("%d connections handed over, want none", ls.handed.Load())
+	}
+}
+
+// mixedClient is one client of TestLoopMixedClients; what it does follows from i.
+func mixedClient(addr string, i int, big string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReaderSize(c, 4096)
+	r := rand.New(rand.NewPCG(uint64(i), 1))
+	for k := range 12 {
+		var req, want string
+		switch op := r.IntN(6); {
+		case op == 0 && k > 6: // from here on, the connection is a goroutine's
+			req, want = fmt.Sprintf("POST /p%d HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", k), fmt.Sprintf("/p%dhi", k)
+		case op == 1 && k > 6:
+			req, want = "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "chunked"
+		case op == 2 || op == 3:
+			req, want = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n", big
+		default:
+			req, want = fmt.Sprintf("GET /s%d HTTP/1.1\r\nHost: x\r\n\r\n", k), fmt.Sprintf("/s%d", k)
+		}
+		if _, err := io.WriteString(c, req); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			return fmt.Errorf("request %d: %w", k, err)
+		}
+		if want == big && i%4 == 0 && k == 11 {
+			// Gone in the middle of the body.
+			_, err := io.CopyN(io.Discard, resp.Body, int64(r.IntN(len(big))))
+			return err
+		}
+		var got strings.Builder
+		buf := make([]byte, 1+r.IntN(32<<10))
+		for {
+			n, err := resp.Body.Read(buf)
+			got.Write(buf[:n])
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("request %d: reading the body after %d bytes: %w", k, got.Len(), err)
+			}
+			if r.IntN(8) == 0 {
+				time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
+			}
+		}
+		if resp.StatusCode != 200 || got.String() != want {
+			return fmt.Errorf("request %d (%.30q): %d, %d bytes %.30q, want %d bytes %.30q", k, req, resp.StatusCode, got.Len(), got.String(), len(want), want)
+		}
+	}
+	return nil
 }
