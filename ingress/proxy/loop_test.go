@@ -26,13 +26,16 @@ import (
 
 // loopServer is a ConnServer with one event loop in front of one backend, on loopback.
 type loopServer struct {
+	p      *Proxy
 	s      *ConnServer
 	addr   string
 	done   atomic.Int64 // connections the server is done with (ConnServerOptions.Done)
 	handed atomic.Int64
 }
 
-func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOptions) *loopServer {
+// startLoopServer starts the server in front of backend, which is the Service's only endpoint but
+// for the extra ones given (ip:port), with the proxy's options popts.
+func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOptions, popts Options, extra ...string) *loopServer {
 	t.Helper()
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +45,7 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 	go bsrv.Serve(bln)
 	t.Cleanup(func() { bsrv.Close() })
 
-	p, err := New(Options{}, nil)
+	p, err := New(popts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +53,9 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 	cb.Set(fx.Class())
 	cb.Set(fx.Service("svc", 80))
 	cb.Set(fx.Slice("svc", "svc-1", fx.EP{Addr: bln.Addr().String(), Node: "node1"}))
+	for i, addr := range extra {
+		cb.Set(fx.Slice("svc", fmt.Sprint("svc-extra-", i), fx.EP{Addr: addr, Node: "node1"}))
+	}
 	cb.Set(fx.Ingress("ing", 0, fx.Rule("", fx.Path("Prefix", "/", fx.Backend("svc", 80)))))
 	var rb route.Builder
 	tbl, problems := rb.Build(cb.Build(1, time.Now()))
@@ -58,7 +64,7 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 	}
 	p.Swap(tbl)
 
-	ls := &loopServer{}
+	ls := &loopServer{p: p}
 	opts.Scheme, opts.Port, opts.EventLoops = "http", 80, 1
 	opts.Handover = func(c net.Conn) { ls.handed.Add(1); c.Close() }
 	opts.Done = func() { ls.done.Add(1) }
@@ -147,7 +153,7 @@ func pathBackend(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.U
 // after a request, and one whose head takes longer than ReadHeaderTimeout.
 func TestLoopClientTimeouts(t *testing.T) {
 	t.Parallel()
-	ls := startLoopServer(t, pathBackend, ConnServerOptions{IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond})
+	ls := startLoopServer(t, pathBackend, ConnServerOptions{IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond}, Options{})
 	never := ls.dial(t) // sends nothing
 	idle := ls.dial(t)
 	if code, body := idle.get("/idle"); code != 200 || body != "/idle" {
@@ -183,7 +189,7 @@ func TestLoopSharedBySlowAndFast(t *testing.T) {
 			return
 		}
 		pathBackend(w, r)
-	}, ConnServerOptions{})
+	}, ConnServerOptions{}, Options{})
 	slow := ls.dial(t)
 	if _, err := io.WriteString(slow.c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
@@ -264,7 +270,7 @@ func TestLoopMixedClients(t *testing.T) {
 			body, _ := io.ReadAll(r.Body)
 			io.WriteString(w, r.URL.Path+string(body))
 		}
-	}, ConnServerOptions{})
+	}, ConnServerOptions{}, Options{})
 	const clients = 40
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
@@ -340,4 +346,76 @@ func mixedClient(addr string, i int, big string) error {
 		}
 	}
 	return nil
+}
+
+// inflight sums the requests in flight of the proxy's endpoints.
+func (ls *loopServer) inflight() int64 {
+	var n int64
+	for _, ep := range ls.p.endpoints {
+		n += ep.inflight.Load()
+	}
+	return n
+}
+
+// TestLoopInflightAccounting: whatever becomes of a request on the loop (answered, retried past a
+// refusing endpoint, timed out, relayed by a goroutine, cut short by its client), the endpoints'
+// counts of requests in flight, which least-inflight balancing reads, come back to 0.
+func TestLoopInflightAccounting(t *testing.T) {
+	t.Parallel()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // connections are refused
+	big := strings.Repeat("x", 1<<20)
+	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			io.WriteString(w, big)
+		case "/chunked":
+			io.WriteString(w, "a")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "b")
+		case "/mute":
+			<-r.Context().Done() // no answer before the proxy's read timeout
+		default:
+			pathBackend(w, r)
+		}
+	}, ConnServerOptions{}, Options{Balance: LeastInFlight, ReadTimeout: 300 * time.Millisecond}, deadAddr)
+	for i := range 6 {
+		lc := ls.dial(t)
+		for k := range 4 {
+			target := fmt.Sprintf("/ok%d-%d", i, k)
+			if code, body := lc.get(target); code != 200 || body != target {
+				t.Fatalf("GET %s: %d %q", target, code, body)
+			}
+		}
+		lc.c.Close()
+	}
+	for _, tc := range []struct {
+		target string
+		code   int
+		body   string
+	}{{"/chunked", 200, "ab"}, {"/mute", http.StatusGatewayTimeout, ""}, {"/big", 200, big}} {
+		lc := ls.dial(t)
+		if code, body := lc.get(tc.target); code != tc.code || tc.body != "" && body != tc.body {
+			t.Errorf("GET %s: %d (%d bytes), want %d", tc.target, code, len(body), tc.code)
+		}
+		lc.c.Close()
+	}
+	for _, target := range []string{"/big", "/mute"} { // clients gone mid-body, and before any answer
+		lc := ls.dial(t)
+		if _, err := io.WriteString(lc.c, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if target == "/big" {
+			if _, err := io.ReadFull(lc.br, make([]byte, 64<<10)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lc.c.Close()
+	}
+	waitFor(t, "no request in flight", func() bool { return ls.inflight() == 0 && ls.s.looped.Load() == 0 && ls.done.Load() == 11 })
 }
