@@ -147,13 +147,33 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func pathBackend(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }
+// testBackend answers /big with big (Content-Length framed), /chunked with "chunked" in two chunks,
+// /mute not before the proxy gives up, and other paths with the path and the request body.
+func testBackend(big string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+			io.WriteString(w, big)
+		case "/chunked":
+			io.WriteString(w, "chunk")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "ed")
+		case "/mute":
+			<-r.Context().Done() // the proxy closed the connection
+		default:
+			body, _ := io.ReadAll(r.Body)
+			io.WriteString(w, r.URL.Path+string(body))
+		}
+	}
+}
 
 // TestLoopClientTimeouts: the loop closes a connection that sends nothing, one idle for IdleTimeout
 // after a request, and one whose head takes longer than ReadHeaderTimeout.
 func TestLoopClientTimeouts(t *testing.T) {
 	t.Parallel()
-	ls := startLoopServer(t, pathBackend, ConnServerOptions{IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond}, Options{})
+	ls := startLoopServer(t, testBackend(""), ConnServerOptions{IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond}, Options{})
 	never := ls.dial(t) // sends nothing
 	idle := ls.dial(t)
 	if code, body := idle.get("/idle"); code != 200 || body != "/idle" {
@@ -181,15 +201,7 @@ func TestLoopClientTimeouts(t *testing.T) {
 func TestLoopSharedBySlowAndFast(t *testing.T) {
 	t.Parallel()
 	big := strings.Repeat("0123456789abcdef", 4<<20/16) // 4 MiB
-	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/big" {
-			w.Header().Set("Content-Type", "text/plain")
-			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
-			io.WriteString(w, big)
-			return
-		}
-		pathBackend(w, r)
-	}, ConnServerOptions{}, Options{})
+	ls := startLoopServer(t, testBackend(big), ConnServerOptions{}, Options{})
 	slow := ls.dial(t)
 	if _, err := io.WriteString(slow.c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
@@ -257,20 +269,7 @@ func TestLoopSharedBySlowAndFast(t *testing.T) {
 func TestLoopMixedClients(t *testing.T) {
 	t.Parallel()
 	big := strings.Repeat("0123456789abcdef", 256<<10/16)
-	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/big":
-			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
-			io.WriteString(w, big)
-		case "/chunked":
-			io.WriteString(w, "chunk")
-			w.(http.Flusher).Flush()
-			io.WriteString(w, "ed")
-		default:
-			body, _ := io.ReadAll(r.Body)
-			io.WriteString(w, r.URL.Path+string(body))
-		}
-	}, ConnServerOptions{}, Options{})
+	ls := startLoopServer(t, testBackend(big), ConnServerOptions{}, Options{})
 	const clients = 40
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
@@ -369,21 +368,7 @@ func TestLoopInflightAccounting(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close() // connections are refused
 	big := strings.Repeat("x", 1<<20)
-	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/big":
-			w.Header().Set("Content-Length", fmt.Sprint(len(big)))
-			io.WriteString(w, big)
-		case "/chunked":
-			io.WriteString(w, "a")
-			w.(http.Flusher).Flush()
-			io.WriteString(w, "b")
-		case "/mute":
-			<-r.Context().Done() // no answer before the proxy's read timeout
-		default:
-			pathBackend(w, r)
-		}
-	}, ConnServerOptions{}, Options{Balance: LeastInFlight, ReadTimeout: 300 * time.Millisecond}, deadAddr)
+	ls := startLoopServer(t, testBackend(big), ConnServerOptions{}, Options{Balance: LeastInFlight, ReadTimeout: 300 * time.Millisecond}, deadAddr)
 	for i := range 6 {
 		lc := ls.dial(t)
 		for k := range 4 {
@@ -398,7 +383,7 @@ func TestLoopInflightAccounting(t *testing.T) {
 		target string
 		code   int
 		body   string
-	}{{"/chunked", 200, "ab"}, {"/mute", http.StatusGatewayTimeout, ""}, {"/big", 200, big}} {
+	}{{"/chunked", 200, "chunked"}, {"/mute", http.StatusGatewayTimeout, ""}, {"/big", 200, big}} {
 		lc := ls.dial(t)
 		if code, body := lc.get(tc.target); code != tc.code || tc.body != "" && body != tc.body {
 			t.Errorf("GET %s: %d (%d bytes), want %d", tc.target, code, len(body), tc.code)
