@@ -757,3 +757,35 @@ func TestLoopHalfClosed(t *testing.T) {
 	rc.c.Close()
 	h.waitActive(t, 0)
 }
+
+// TestLoopPipelinedBurst: hundreds of requests in one write, more than the loop reads at once, are
+// answered in order, also when one in the middle takes the connection off the loop with the rest.
+func TestLoopPipelinedBurst(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	const n = 500
+	for _, post := range []int{-1, 3, 250} { // the request that takes the connection off the loop
+		rc := h.dial(t)
+		var reqs strings.Builder
+		for i := range n {
+			if i == post {
+				fmt.Fprintf(&reqs, "POST /burst%d?i=%d HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", i, i)
+				continue
+			}
+			fmt.Fprintf(&reqs, "GET /burst%d?i=%d HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", i, i, strings.Repeat("p", i%50))
+		}
+		go io.WriteString(rc.c, reqs.String()) // ~60 KiB: the answers may fill the socket buffers first
+		for i := range n {
+			if i == post {
+				rc.expect("POST", 200, fmt.Sprintf("POST /burst%d ?i=%d [hello]", i, i))
+				continue
+			}
+			rc.expect("GET", 200, echoed("GET", fmt.Sprintf("/burst%d?i=%d", i, i)))
+		}
+	}
+	if _, handed := h.fastStats(); handed != 0 {
+		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
+}
