@@ -31,6 +31,7 @@ type loopServer struct {
 	addr   string
 	done   atomic.Int64 // connections the server is done with (ConnServerOptions.Done)
 	handed atomic.Int64
+	dialed atomic.Int64 // connections the backend accepted
 }
 
 // startLoopServer starts the server in front of backend, which is the Service's only endpoint but
@@ -41,7 +42,12 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 	if err != nil {
 		t.Fatal(err)
 	}
-	bsrv := &http.Server{Handler: backend}
+	ls := &loopServer{}
+	bsrv := &http.Server{Handler: backend, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			ls.dialed.Add(1)
+		}
+	}}
 	go bsrv.Serve(bln)
 	t.Cleanup(func() { bsrv.Close() })
 
@@ -64,7 +70,7 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 	}
 	p.Swap(tbl)
 
-	ls := &loopServer{p: p}
+	ls.p = p
 	opts.Scheme, opts.Port, opts.EventLoops = "http", 80, 1
 	opts.Handover = func(c net.Conn) { ls.handed.Add(1); c.Close() }
 	opts.Done = func() { ls.done.Add(1) }
@@ -403,4 +409,41 @@ func TestLoopInflightAccounting(t *testing.T) {
 		lc.c.Close()
 	}
 	waitFor(t, "no request in flight", func() bool { return ls.inflight() == 0 && ls.s.looped.Load() == 0 && ls.done.Load() == 11 })
+}
+
+// TestLoopReusesBackendConnections: the loop keeps its backend connections alive between requests:
+// one client's requests, one by one or pipelined, take one backend connection, and clients served
+// one after the other share it.
+func TestLoopReusesBackendConnections(t *testing.T) {
+	t.Parallel()
+	ls := startLoopServer(t, testBackend(strings.Repeat("b", 100<<10)), ConnServerOptions{}, Options{})
+	for c := range 3 {
+		lc := ls.dial(t)
+		for i := range 20 {
+			target := fmt.Sprintf("/c%d-%d", c, i)
+			if code, body := lc.get(target); code != 200 || body != target {
+				t.Fatalf("GET %s: %d %q", target, code, body)
+			}
+		}
+		var reqs strings.Builder
+		for i := range 20 {
+			fmt.Fprintf(&reqs, "GET /big?c=%d&i=%d HTTP/1.1\r\nHost: x\r\n\r\n", c, i)
+		}
+		if _, err := io.WriteString(lc.c, reqs.String()); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			resp, err := http.ReadResponse(lc.br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("pipelined %d: %v", i, err)
+			}
+			if n, err := io.Copy(io.Discard, resp.Body); err != nil || n != 100<<10 {
+				t.Fatalf("pipelined %d: %d bytes, %v", i, n, err)
+			}
+		}
+		lc.c.Close()
+	}
+	if n := ls.dialed.Load(); n != 1 {
+		t.Errorf("the backend accepted %d connections for 120 requests one after the other, want 1", n)
+	}
 }
