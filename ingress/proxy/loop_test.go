@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -446,4 +447,58 @@ func TestLoopReusesBackendConnections(t *testing.T) {
 	if n := ls.dialed.Load(); n != 1 {
 		t.Errorf("the backend accepted %d connections for 120 requests one after the other, want 1", n)
 	}
+}
+
+// knownBug skips a test that shows a bug of today, unless BAREGATE_LOOP_BUGS is set (to check a fix).
+func knownBug(t *testing.T, bug string) {
+	t.Helper()
+	if os.Getenv("BAREGATE_LOOP_BUGS") == "" {
+		t.Skip("BUG: " + bug)
+	}
+}
+
+// TestLoopBackendStallWhileClientSends: a backend that stops in the middle of a body is given up on
+// after the read timeout, also while the client sends its next request meanwhile, byte by byte.
+func TestLoopBackendStallWhileClientSends(t *testing.T) {
+	t.Parallel()
+	knownBug(t, "every client event in cRelay re-arms the backend's read deadline (relay sets u.deadline from now), so a client that keeps sending keeps a stalled backend from timing out")
+	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", "1000")
+		io.WriteString(w, "0123456789")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the rest never comes
+	}, ConnServerOptions{}, Options{ReadTimeout: 200 * time.Millisecond})
+	lc := ls.dial(t)
+	if _, err := io.WriteString(lc.c, "GET /stall HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(lc.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(resp.Body)
+		ended <- err
+	}()
+	// The next request, a byte every 50 ms: 20 times the read timeout in all, and its head never
+	// ends.
+	next := "GET /next HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 200)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < len(next); i++ {
+		select {
+		case err := <-ended:
+			if err == nil {
+				t.Fatal("the body of a stalled response ended as if whole")
+			}
+			return
+		case <-tick.C:
+		}
+		if _, err := lc.c.Write([]byte{next[i]}); err != nil {
+			return // the proxy gave up on the exchange and closed the connection
+		}
+	}
+	t.Fatalf("the response of a backend that stalled was still open after %d bytes of the next request, 50 ms apart (read timeout 200 ms)", len(next))
 }
