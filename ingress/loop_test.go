@@ -783,3 +783,27 @@ func TestLoopPipelinedBurst(t *testing.T) {
 		t.Errorf("%d connections handed to net/http, want none", handed)
 	}
 }
+
+// TestLoopCloseWithUnreadRequests: a connection the loop closes after an answer while requests the
+// client sent after it wait unread in the loop's buffer (and beyond it, ~60 KiB) still gives the
+// client that answer and a clean end, not a reset.
+func TestLoopCloseWithUnreadRequests(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	for _, first := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+		"GET /a HTTP/1.0\r\n\r\n",
+	} {
+		rc := h.dial(t)
+		rc.send(first + "GET /b HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("GET /c HTTP/1.1\r\nHost: x\r\n\r\n", 2000))
+		resp, body := rc.read("GET")
+		if resp.StatusCode != 200 || body != echoed("GET", "/a") || !resp.Close {
+			t.Errorf("%q: %d %q close=%v", first, resp.StatusCode, body, resp.Close)
+		}
+		if !rc.closed() {
+			t.Errorf("%q: the connection did not end cleanly", first)
+		}
+	}
+}
