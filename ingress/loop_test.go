@@ -807,3 +807,42 @@ func TestLoopCloseWithUnreadRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopRecordsRequests: the requests the loop serves, and the one it fails, are counted in the
+// request and byte metrics like the others.
+func TestLoopRecordsRequests(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(merge(simple("", "loop", be.addr), simple("dead.example.com", "dead", deadAddr(t))))
+	rc := h.dial(t)
+	for i := range 10 {
+		rc.send(fmt.Sprintf("GET /big?n=1000&i=%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
+		rc.expect("GET", 200, string(loopBody()[:1000]))
+	}
+	rc.send("GET /fail HTTP/1.1\r\nHost: dead.example.com\r\n\r\n")
+	if resp, _ := rc.read("GET"); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("the dead backend: %d, want 502", resp.StatusCode)
+	}
+	gone := h.dial(t) // counted too, with what it was sent
+	gone.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := io.ReadFull(gone.br, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	gone.c.Close()
+	const requests = "baregate_ingress_requests_total"
+	deadline := time.Now().Add(15 * time.Second)
+	for h.metric(requests, "code", "200") != 11 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s{code=\"200\"} = %v, want 11", requests, h.metric(requests, "code", "200"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := h.metric(requests, "code", "502"); n != 1 {
+		t.Errorf("%s{code=\"502\"} = %v, want 1", requests, n)
+	}
+	const bytesOut = "baregate_ingress_response_bytes_total"
+	if n := h.metric(bytesOut, "service", "default/loop"); n < 11000 || n > float64(10000+len(loopBody())) {
+		t.Errorf("%s{service=\"default/loop\"} = %v, want 10000 and what went of the 8 MiB", bytesOut, n)
+	}
+}
