@@ -33,6 +33,9 @@ type loopServer struct {
 	done   atomic.Int64 // connections the server is done with (ConnServerOptions.Done)
 	handed atomic.Int64
 	dialed atomic.Int64 // connections the backend accepted
+	closed atomic.Int64 // and those it saw closed
+	cb     *cluster.Builder
+	gen    uint64
 }
 
 // startLoopServer starts the server in front of backend, which is the Service's only endpoint but
@@ -45,8 +48,11 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 	}
 	ls := &loopServer{}
 	bsrv := &http.Server{Handler: backend, ConnState: func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			ls.dialed.Add(1)
+		case http.StateClosed:
+			ls.closed.Add(1)
 		}
 	}}
 	go bsrv.Serve(bln)
@@ -64,14 +70,8 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 		cb.Set(fx.Slice("svc", fmt.Sprint("svc-extra-", i), fx.EP{Addr: addr, Node: "node1"}))
 	}
 	cb.Set(fx.Ingress("ing", 0, fx.Rule("", fx.Path("Prefix", "/", fx.Backend("svc", 80)))))
-	var rb route.Builder
-	tbl, problems := rb.Build(cb.Build(1, time.Now()))
-	if len(problems) > 0 {
-		t.Fatalf("building the route table: %v", problems)
-	}
-	p.Swap(tbl)
-
-	ls.p = p
+	ls.p, ls.cb = p, cb
+	ls.swap(t)
 	opts.Scheme, opts.Port, opts.EventLoops = "http", 80, 1
 	opts.Handover = func(c net.Conn) { ls.handed.Add(1); c.Close() }
 	opts.Done = func() { ls.done.Add(1) }
@@ -99,6 +99,18 @@ func startLoopServer(t *testing.T, backend http.HandlerFunc, opts ConnServerOpti
 		}
 	})
 	return ls
+}
+
+// swap builds the route table from ls.cb and swaps it in.
+func (ls *loopServer) swap(t *testing.T) {
+	t.Helper()
+	ls.gen++
+	var rb route.Builder
+	tbl, problems := rb.Build(ls.cb.Build(ls.gen, time.Now()))
+	if len(problems) > 0 {
+		t.Fatalf("building the route table: %v", problems)
+	}
+	ls.p.Swap(tbl)
 }
 
 type loopClient struct {
@@ -501,4 +513,41 @@ func TestLoopBackendStallWhileClientSends(t *testing.T) {
 		}
 	}
 	t.Fatalf("the response of a backend that stalled was still open after %d bytes of the next request, 50 ms apart (read timeout 200 ms)", len(next))
+}
+
+// TestLoopDropsIdleConnectionsOfRemovedEndpoints: when an endpoint leaves the route table, the
+// proxy closes its idle connections to it, as the goroutine lane's pool does on Swap, rather than
+// keeping them open until they are too old to reuse (30 s).
+func TestLoopDropsIdleConnectionsOfRemovedEndpoints(t *testing.T) {
+	t.Parallel()
+	knownBug(t, "the loop's idle backend connections are not closed when their endpoint leaves the table (Swap closes only the goroutine lane's pools); they stay open until idleMax (30 s)")
+	ls := startLoopServer(t, testBackend(""), ConnServerOptions{}, Options{})
+	lc := ls.dial(t)
+	for _, target := range []string{"/a", "/b"} {
+		if code, body := lc.get(target); code != 200 || body != target {
+			t.Fatalf("GET %s: %d %q", target, code, body)
+		}
+	}
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	osrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "other "+r.URL.Path) })}
+	go osrv.Serve(other)
+	t.Cleanup(func() { osrv.Close() })
+	ls.cb.Set(fx.Slice("svc", "svc-1", fx.EP{Addr: other.Addr().String(), Node: "node1"}))
+	ls.swap(t)
+	if code, body := lc.get("/c"); code != 200 || body != "other /c" {
+		t.Fatalf("GET /c after the endpoint changed: %d %q", code, body)
+	}
+	if ls.dialed.Load() != 1 {
+		t.Fatalf("the old endpoint accepted %d connections, want 1", ls.dialed.Load())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ls.closed.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection to the removed endpoint is still open 10 s after the Swap")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
