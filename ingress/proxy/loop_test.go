@@ -551,3 +551,60 @@ func TestLoopDropsIdleConnectionsOfRemovedEndpoints(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestLoopRandomSplits: requests of many sizes, pipelined and written in pieces cut anywhere, some
+// heads just under the loop's 8 KiB limit, are answered in order while the client reads
+// concurrently, all on the loop.
+func TestLoopRandomSplits(t *testing.T) {
+	t.Parallel()
+	ls := startLoopServer(t, testBackend(strings.Repeat("r", 50<<10)), ConnServerOptions{}, Options{})
+	for seed := range uint64(4) {
+		r := rand.New(rand.NewPCG(seed, 2))
+		lc := ls.dial(t)
+		var all strings.Builder
+		var want []string
+		for i := range 150 {
+			pad := r.IntN(300)
+			if i%37 == 36 {
+				pad = 8<<10 - 100 - r.IntN(200) // heads just under the loop's 8 KiB (beyond, net/http's)
+			}
+			target := fmt.Sprintf("/s%d/r%d", seed, i)
+			if i%11 == 10 {
+				target = "/big"
+			}
+			fmt.Fprintf(&all, "GET %s HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", target, strings.Repeat("p", pad))
+			want = append(want, target)
+		}
+		reqs := all.String()
+		go func() {
+			for len(reqs) > 0 {
+				n := min(len(reqs), 1+r.IntN(2000))
+				if _, err := io.WriteString(lc.c, reqs[:n]); err != nil {
+					return
+				}
+				reqs = reqs[n:]
+				if r.IntN(4) == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+		for i, target := range want {
+			resp, err := http.ReadResponse(lc.br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("seed %d, response %d: %v", seed, i, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			wantBody := target
+			if target == "/big" {
+				wantBody = strings.Repeat("r", 50<<10)
+			}
+			if err != nil || resp.StatusCode != 200 || string(body) != wantBody {
+				t.Fatalf("seed %d, response %d (%s): %d, %d bytes %.40q, %v", seed, i, target, resp.StatusCode, len(body), body, err)
+			}
+		}
+		lc.c.Close()
+	}
+	if n := ls.handed.Load(); n != 0 {
+		t.Errorf("%d connections handed over, want none", n)
+	}
+}
