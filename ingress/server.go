@@ -131,8 +131,8 @@ func (i *Ingress) listen() (*listeners, error) {
 				slow = func(path string) bool { return strings.HasPrefix(path, "/.well-known/acme-challenge/") }
 			}
 			loops := 0
-			if !useTLS && !i.cfg.ProxyProtocol && !i.cfg.DisableEventLoop {
-				loops = runtime.GOMAXPROCS(0) // a TLS or PROXY connection is no plain *net.TCPConn anyway
+			if !i.cfg.ProxyProtocol && !i.cfg.DisableEventLoop {
+				loops = runtime.GOMAXPROCS(0) // a PROXY connection is no *net.TCPConn anyway
 			}
 			fast = i.proxy.ConnServer(proxy.ConnServerOptions{
 				Scheme: scheme, Port: port, Handover: handed.hand, Slow: slow,
@@ -203,7 +203,7 @@ func (l *listeners) serveConn(k int, c net.Conn) {
 	active := l.active[k]
 	active.Inc() // the fast path's Done decrements it
 	if conf := l.tlsConf[k]; conf != nil {
-		tc := tls.Server(c, conf)
+		tc := tls.Server(l.fast[k].WrapTLS(c), conf) // an event loop may serve it after the handshake
 		_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
 		if err := tc.Handshake(); err != nil {
 			klog.Background().WithName("ingress").V(4).Info("HTTP server", "msg", "TLS handshake error", "client", c.RemoteAddr().String(), "err", err)

@@ -452,8 +452,10 @@ func (fc *fconn) respondHandler(rt *route.Route, c *h1Conn, ep *endpoint) (o out
 
 // hsts returns the Strict-Transport-Security values ingress-nginx's defaults give responses of rt on
 // this listener (servePlain's), nil for none.
-func (fc *fconn) hsts(rt *route.Route) []string {
-	if pol := rt.Policy; rt.TLS && fc.s.h.tls && pol != nil {
+func (fc *fconn) hsts(rt *route.Route) []string { return hstsFor(fc.s.h, rt) }
+
+func hstsFor(h *handler, rt *route.Route) []string {
+	if pol := rt.Policy; rt.TLS && h.tls && pol != nil {
 		return pol.HSTS
 	}
 	return nil

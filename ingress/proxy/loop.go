@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -76,7 +77,7 @@ type evloop struct {
 	wakefd int // an eventfd: other goroutines post to the inbox and write to it
 
 	mu      sync.Mutex
-	inbox   []*net.TCPConn
+	inbox   []net.Conn // *net.TCPConn, or *tls.Conn over a LoopConn
 	closing bool        // Shutdown began: close idle connections
 	stopped atomic.Bool // close everything and return (set under mu, so that post does not race it)
 	done    chan struct{}
@@ -105,6 +106,9 @@ type slot struct {
 // lclient is a client connection on a loop.
 type lclient struct {
 	nc       *net.TCPConn
+	tls      *tls.Conn // nil for plain connections
+	sw       *LoopConn // under tls
+	tlsMore  bool      // tls may hold more records than the socket's readiness says
 	fd       int
 	gen      uint32
 	remote   string
@@ -115,7 +119,8 @@ type lclient struct {
 	reading  bool   // readRequests is running for it (a response that finishes at once returns to it)
 	in       []byte // bytes read, in a loop buffer: the head of the request in flight (used bytes), then unread ones
 	used     int    // head's strings point into in[:used]: the buffer is neither moved nor reused meanwhile
-	out      []byte // response bytes the socket did not take yet
+	out      []byte // response bytes the socket did not take yet, from out[sent:]
+	sent     int
 	deadline int64  // unix nanoseconds; 0 for none
 	head     reqHead
 	x        exch
@@ -243,7 +248,7 @@ func (l *evloop) closeFDs() {
 }
 
 // post gives a client connection to the loop; false when the loop has stopped.
-func (l *evloop) post(c *net.TCPConn) bool {
+func (l *evloop) post(c net.Conn) bool {
 	l.mu.Lock()
 	if l.stopped.Load() {
 		l.mu.Unlock()
@@ -465,8 +470,14 @@ func (l *evloop) takeInbox() {
 	}
 }
 
-func (l *evloop) adoptConn(nc *net.TCPConn) {
-	c := &lclient{nc: nc, fd: -1}
+func (l *evloop) adoptConn(conn net.Conn) {
+	nc, _ := conn.(*net.TCPConn)
+	c := &lclient{fd: -1}
+	if tc, ok := conn.(*tls.Conn); ok {
+		c.tls, c.sw = tc, tc.NetConn().(*LoopConn)
+		nc = c.sw.TCPConn
+	}
+	c.nc = nc
 	if rc, err := nc.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) { c.fd = int(fd) })
 	}
@@ -478,13 +489,18 @@ func (l *evloop) adoptConn(nc *net.TCPConn) {
 	}
 	if err != nil { // serve it with a goroutine instead
 		l.s.h.p.opts.Logger.V(2).Info("Watching a client connection failed", "err", err)
-		fc := l.s.newConn(nc)
+		fc := l.s.newConn(conn)
 		l.s.track(fc)
 		l.s.looped.Add(-1)
 		go l.s.run(fc, nil)
 		return
 	}
 	l.slots[c.fd].c = c
+	if c.sw != nil {
+		c.sw.c = c // from now on its tls.Conn reads and writes without blocking
+		// The handshake may have read the first request's records: no event would say so.
+		c.tlsMore = true
+	}
 	c.remote = nc.RemoteAddr().String()
 	c.head.header = make(http.Header, 8)
 	c.phase = cHead
@@ -540,7 +556,7 @@ func (l *evloop) readRequests(c *lclient) {
 			l.closeClient(c)
 			return
 		}
-		if !c.readable {
+		if !c.readable && !c.tlsMore {
 			if len(c.in) == 0 {
 				c.deadline = l.after(l.s.opts.IdleTimeout)
 				l.putBuf(c.in)
@@ -554,21 +570,48 @@ func (l *evloop) readRequests(c *lclient) {
 			c.in = l.getBuf()
 		}
 		space := c.in[len(c.in):min(cap(c.in), loopHeadMax)]
-		n, err := sockRead(c.fd, space)
+		n, err := l.readClient(c, space)
 		switch {
 		case err == unix.EAGAIN:
-			c.readable = false
 		case n <= 0: // closed by the client, or failed: what was read of a head goes with it
 			l.closeClient(c)
 			return
 		default:
-			c.readable = n == len(space) || c.hup
 			c.in = c.in[:len(c.in)+n]
 			if c.deadline != 0 && len(c.in) == n {
 				c.deadline = 0 // the header timeout starts if the head is not complete
 			}
 		}
 	}
+}
+
+// readClient reads request bytes from c: what the socket has, or what its TLS records hold. It
+// returns unix.EAGAIN when there is nothing to read now and (0, nil) or another error when the
+// connection ended.
+func (l *evloop) readClient(c *lclient, b []byte) (int, error) {
+	if c.tls == nil {
+		n, err := sockRead(c.fd, b)
+		if err == unix.EAGAIN {
+			c.readable = false
+		} else if n > 0 {
+			c.readable = n == len(b) || c.hup
+		}
+		return n, err
+	}
+	// tls.Conn.Read returns one record's bytes at a time, and may hold more records already read:
+	// it is called again until LoopConn says the socket had nothing.
+	n, err := c.tls.Read(b)
+	c.tlsMore = n > 0
+	if c.pending() { // answers to post-handshake messages (a KeyUpdate)
+		l.flush(c)
+	}
+	if n > 0 {
+		return n, nil
+	}
+	if errors.Is(err, errWouldBlock) {
+		return 0, unix.EAGAIN
+	}
+	return 0, err
 }
 
 // request serves the head just parsed, on the loop or by handing the connection to a goroutine.
@@ -839,14 +882,8 @@ func (l *evloop) relay(u *lupstream) {
 	x := &c.x
 	u.deadline = 0 // while the client is slow to read, the backend is not timed
 	for {
-		if len(c.out) > 0 {
-			if !c.writable {
-				return
-			}
-			n, done := l.write(c, c.out)
-			if c.out = c.out[n:]; !done {
-				return
-			}
+		if c.pending() && !l.flush(c) {
+			return
 		}
 		if x.headSent && x.left == 0 {
 			l.complete(c)
@@ -865,7 +902,8 @@ func (l *evloop) relay(u *lupstream) {
 				continue
 			}
 		} else if avail > 0 {
-			n, done := l.write(c, u.in[u.r:u.r+int(min(avail, x.left))])
+			n := int(min(avail, x.left))
+			done := l.output(c, u.in[u.r:u.r+n])
 			u.r += n
 			x.left -= int64(n)
 			x.o.sent += int64(n)
@@ -901,7 +939,7 @@ func (l *evloop) sendHead(c *lclient, u *lupstream, need int64) bool {
 		sniff = u.in[u.r : u.r+int(need)]
 	}
 	l.sink.b = l.obuf[:0]
-	writeDirectHead(l.bw, c.head.minor, l.s.h.p.serverHdr[0], nil, &x.rh, sniff, x.keep)
+	writeDirectHead(l.bw, c.head.minor, l.s.h.p.serverHdr[0], hstsFor(l.s.h, x.rt), &x.rh, sniff, x.keep)
 	_ = l.bw.Flush()
 	k := min(int64(u.w-u.r), x.left)
 	out := append(l.sink.b, u.in[u.r:u.r+int(k)]...)
@@ -910,30 +948,61 @@ func (l *evloop) sendHead(c *lclient, u *lupstream, need int64) bool {
 	x.left -= k
 	x.o.sent += k
 	x.headSent = true
-	n, done := l.write(c, out)
-	if !done && l.owns(c) {
-		c.out = append(c.out[:0], out[n:]...)
-	}
-	return done
+	return l.output(c, out)
 }
 
-// write sends b to c. It returns how much went, and false when the rest has to wait for the socket
-// or the client is gone (the exchange is then aborted).
-func (l *evloop) write(c *lclient, b []byte) (int, bool) {
-	n, err := sockWrite(c.fd, b)
-	switch {
-	case err == unix.EAGAIN:
-		c.writable = false
-		return 0, false
-	case n <= 0:
-		l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
-		return 0, false
-	case n < len(b):
-		c.writable = false
-		return n, false
+// output sends b to c, or what the socket takes of it now, keeping the rest in c.out; over TLS it
+// goes through the tls.Conn, whose records land in c.out. output returns false when bytes wait for
+// the socket or the client is gone (the exchange is then aborted).
+func (l *evloop) output(c *lclient, b []byte) bool {
+	if c.tls != nil {
+		if _, err := c.tls.Write(b); err != nil {
+			l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
+			return false
+		}
+		return l.flush(c)
 	}
-	return n, true
+	if !c.pending() {
+		n, err := sockWrite(c.fd, b)
+		switch {
+		case err == unix.EAGAIN:
+			n = 0
+		case n <= 0:
+			l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
+			return false
+		case n == len(b):
+			return true
+		}
+		b = b[n:]
+		c.writable = false
+	}
+	c.out = append(c.out, b...)
+	return false
 }
+
+// flush writes c.out; it returns false when bytes still wait for the socket or the client is gone
+// (the exchange is then aborted).
+func (l *evloop) flush(c *lclient) bool {
+	for c.pending() {
+		if !c.writable {
+			return false
+		}
+		n, err := sockWrite(c.fd, c.out[c.sent:])
+		switch {
+		case err == unix.EAGAIN:
+			c.writable = false
+			return false
+		case n <= 0:
+			l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
+			return false
+		}
+		c.sent += n
+	}
+	c.out, c.sent = c.out[:0], 0
+	return true
+}
+
+func (c *lclient) pending() bool { return c.sent < len(c.out) }
 
 // complete ends an exchange whose response was relayed whole.
 func (l *evloop) complete(c *lclient) {
@@ -955,7 +1024,7 @@ func (l *evloop) complete(c *lclient) {
 		return
 	}
 	if cap(c.out) > loopReadMax {
-		c.out = nil
+		c.out, c.sent = nil, 0
 	}
 	*x = exch{}
 	l.readRequests(c)
@@ -1022,8 +1091,8 @@ func (l *evloop) aborted(c *lclient, err error, fromBackend bool) {
 	if fromBackend {
 		l.s.h.p.opts.Logger.V(2).Info("Copying the response body failed", "upstream", x.ep.hostport, "err", err)
 	}
-	if len(c.out) > 0 { // best effort: closing tells the client the rest is missing
-		_, _ = sockWrite(c.fd, c.out)
+	if c.pending() { // best effort: closing tells the client the rest is missing
+		_, _ = sockWrite(c.fd, c.out[c.sent:])
 	}
 	l.closeUpstream(x.u)
 	x.u = nil
@@ -1092,8 +1161,13 @@ func (l *evloop) release(u *lupstream) (*h1Conn, error) {
 func (l *evloop) toGoroutine(c *lclient, then func(*fconn) bool) {
 	l.unwatch(c.fd, true)
 	var nc net.Conn = c.nc
+	var unsent []byte // over TLS, what the socket did not take of the answer to a post-handshake message
+	if c.tls != nil {
+		nc, unsent = c.tls, bytes.Clone(c.out[c.sent:])
+		c.sw.c = nil
+	}
 	if len(c.in) > c.used {
-		nc = &prefixConn{Conn: c.nc, tcp: c.nc, pre: bytes.Clone(c.in[c.used:])}
+		nc = &prefixConn{Conn: nc, pre: bytes.Clone(c.in[c.used:])}
 	}
 	fc := l.s.newConn(nc)
 	if then != nil { // the head again, in strings of its own
@@ -1104,15 +1178,29 @@ func (l *evloop) toGoroutine(c *lclient, then func(*fconn) bool) {
 	c.in = nil
 	l.s.track(fc)
 	l.s.looped.Add(-1)
-	go l.s.run(fc, then)
+	go func() {
+		if len(unsent) > 0 {
+			_, _ = c.nc.Write(unsent)
+		}
+		l.s.run(fc, then)
+	}()
 }
 
 func (l *evloop) closeClient(c *lclient) {
-	l.unwatch(c.fd, false)
-	if len(c.in) > c.used { // unread bytes would reset the connection under the response
-		go lingerClose(c.nc)
-	} else {
-		c.nc.Close()
+	unread := len(c.in) > c.used // they would reset the connection under the response
+	l.unwatch(c.fd, unread)
+	var conn net.Conn = c.nc
+	if c.tls != nil {
+		conn = c.tls
+	}
+	switch {
+	case unread:
+		if c.sw != nil {
+			c.sw.c = nil // the goroutine may block
+		}
+		go lingerClose(conn)
+	default:
+		conn.Close() // over TLS, the close_notify alert goes out without blocking (LoopConn.Close)
 	}
 	l.putBuf(c.in)
 	c.in = nil
@@ -1133,8 +1221,10 @@ func (l *evloop) abandon(c *lclient) {
 	l.closeClient(c)
 }
 
-func lingerClose(c *net.TCPConn) {
-	_ = c.CloseWrite()
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
 	_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 4<<20))
 	c.Close()
@@ -1226,9 +1316,8 @@ func (l *evloop) closeAll() {
 // prefixConn is a client connection taken off a loop: it reads the bytes the loop read first. It
 // embeds the interface, not the TCPConn, so that io.Copy cannot skip those bytes through WriteTo.
 type prefixConn struct {
-	net.Conn
-	tcp *net.TCPConn
-	pre []byte
+	net.Conn // a *net.TCPConn or a *tls.Conn
+	pre      []byte
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {
@@ -1240,11 +1329,89 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-func (c *prefixConn) CloseWrite() error { return c.tcp.CloseWrite() }
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// LoopConn is a client socket for a TLS server (tls.Server(LoopConn, ...)) whose connection an event
+// loop may serve after the handshake: until then, and after the loop hands it to a goroutine, it
+// reads and writes as its TCPConn; while a loop serves it, reads do not block (errWouldBlock, which
+// crypto/tls takes as temporary) and writes go to the loop's output buffer.
+type LoopConn struct {
+	*net.TCPConn
+	c *lclient // the loop's connection while a loop serves it; only the loop's goroutine uses it then
+}
+
+// WrapTLS returns the socket to build c's TLS server on: a LoopConn when the server has event loops
+// for it, c otherwise.
+func (s *ConnServer) WrapTLS(c net.Conn) net.Conn {
+	if tc, ok := c.(*net.TCPConn); ok && s.opts.EventLoops > 0 && s.h.tls {
+		return &LoopConn{TCPConn: tc}
+	}
+	return c
+}
+
+func (w *LoopConn) Read(p []byte) (int, error) {
+	c := w.c
+	if c == nil {
+		return w.TCPConn.Read(p)
+	}
+	if !c.readable {
+		return 0, errWouldBlock
+	}
+	n, err := sockRead(c.fd, p)
+	switch {
+	case err == unix.EAGAIN:
+		c.readable = false
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, os.NewSyscallError("read", err)
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	c.readable = n == len(p) || c.hup
+	return n, nil
+}
+
+func (w *LoopConn) Write(p []byte) (int, error) {
+	if w.c == nil {
+		return w.TCPConn.Write(p)
+	}
+	w.c.out = append(w.c.out, p...)
+	return len(p), nil
+}
+
+// Close sends what the loop's buffer holds (the close_notify alert) as far as the socket takes it
+// without blocking, then closes.
+func (w *LoopConn) Close() error {
+	if c := w.c; c != nil && c.pending() {
+		_, _ = sockWrite(c.fd, c.out[c.sent:])
+	}
+	return w.TCPConn.Close()
+}
+
+// errWouldBlock is LoopConn's read error when the socket has nothing: temporary for crypto/tls, which
+// keeps the records it has read so far and can be read again.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "the socket has nothing to read now" }
+func (wouldBlock) Timeout() bool   { return false }
+func (wouldBlock) Temporary() bool { return true }
 
 // adopt gives c to an event loop when it is a plain TCP connection and the server has loops.
 func (s *ConnServer) adopt(c net.Conn) bool {
-	tc, ok := c.(*net.TCPConn)
+	ok := false
+	switch cc := c.(type) {
+	case *net.TCPConn:
+		ok = !s.h.tls
+	case *tls.Conn:
+		_, ok = cc.NetConn().(*LoopConn)
+	}
 	if !ok || s.opts.EventLoops <= 0 {
 		return false
 	}
@@ -1270,7 +1437,7 @@ func (s *ConnServer) adopt(c net.Conn) bool {
 		return false
 	}
 	s.looped.Add(1)
-	if !loops[s.next.Add(1)%uint32(len(loops))].post(tc) {
+	if !loops[s.next.Add(1)%uint32(len(loops))].post(c) {
 		s.looped.Add(-1)
 		return false
 	}

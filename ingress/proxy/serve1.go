@@ -129,7 +129,11 @@ func (s *ConnServer) ServeConn(c net.Conn) {
 func (s *ConnServer) newConn(c net.Conn) *fconn {
 	fc := &fconn{s: s, c: c, br: readerPool.Get().(*bufio.Reader)}
 	fc.br.Reset(c)
-	if tc, ok := c.(*tls.Conn); ok {
+	inner := c
+	if pc, ok := c.(*prefixConn); ok {
+		inner = pc.Conn
+	}
+	if tc, ok := inner.(*tls.Conn); ok {
 		st := tc.ConnectionState() // the handshake is done: the state does not change
 		fc.tls = &st
 	}
