@@ -23,6 +23,8 @@ type endpoint struct {
 	// downUntil is when (unix nanoseconds) an endpoint that refused a connection may be tried again.
 	downUntil atomic.Int64
 	idle      h1Idle // the fast path's keep-alive connections
+	// gone is set when the endpoint leaves the tables: event loops close their idle connections to it.
+	gone atomic.Bool
 }
 
 func (e *endpoint) down(now int64) bool { return e.downUntil.Load() > now }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,7 +78,7 @@ type evloop struct {
 	wakefd int // an eventfd: other goroutines post to the inbox and write to it
 
 	mu      sync.Mutex
-	inbox   []net.Conn // *net.TCPConn, or *tls.Conn over a LoopConn
+	inbox   []net.Conn  // *net.TCPConn, or *tls.Conn over a LoopConn
 	closing bool        // Shutdown began: close idle connections
 	stopped atomic.Bool // close everything and return (set under mu, so that post does not race it)
 	done    chan struct{}
@@ -121,7 +122,7 @@ type lclient struct {
 	used     int    // head's strings point into in[:used]: the buffer is neither moved nor reused meanwhile
 	out      []byte // response bytes the socket did not take yet, from out[sent:]
 	sent     int
-	deadline int64  // unix nanoseconds; 0 for none
+	deadline int64 // unix nanoseconds; 0 for none
 	head     reqHead
 	x        exch
 }
@@ -880,9 +881,9 @@ func (l *evloop) gotHead(u *lupstream, rh *directHead) {
 func (l *evloop) relay(u *lupstream) {
 	c := u.c
 	x := &c.x
-	u.deadline = 0 // while the client is slow to read, the backend is not timed
 	for {
 		if c.pending() && !l.flush(c) {
+			u.deadline = 0 // while the client is slow to read, the backend is not timed
 			return
 		}
 		if x.headSent && x.left == 0 {
@@ -897,6 +898,7 @@ func (l *evloop) relay(u *lupstream) {
 			}
 			if avail >= need {
 				if !l.sendHead(c, u, need) {
+					u.deadline = 0
 					return
 				}
 				continue
@@ -908,12 +910,15 @@ func (l *evloop) relay(u *lupstream) {
 			x.left -= int64(n)
 			x.o.sent += int64(n)
 			if !done {
+				u.deadline = 0
 				return
 			}
 			continue
 		}
 		if !u.readable {
-			u.deadline = l.after(l.s.h.p.timeouts.read)
+			if u.deadline == 0 { // a wait that began earlier goes on: the client's events do not extend it
+				u.deadline = l.after(l.s.h.p.timeouts.read)
+			}
 			return
 		}
 		if !x.headSent && !x.ownHead { // fill may move the bytes the head's strings point into
@@ -1256,6 +1261,13 @@ func (l *evloop) sweep() {
 	l.nextSweep = l.now + int64(loopTick)
 	timeout := func(op string, u *lupstream) error {
 		return &net.OpError{Op: op, Net: "tcp", Addr: net.TCPAddrFromAddrPort(u.ep.addr), Err: os.ErrDeadlineExceeded}
+	}
+	for ep, conns := range l.idle {
+		if ep.gone.Load() { // left the route table: the goroutine lane's pool was closed then
+			for _, u := range slices.Clone(conns) {
+				l.closeUpstream(u)
+			}
+		}
 	}
 	for fd := range l.slots {
 		sl := l.slots[fd]

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -461,19 +460,10 @@ func TestLoopReusesBackendConnections(t *testing.T) {
 	}
 }
 
-// knownBug skips a test that shows a bug of today, unless BAREGATE_LOOP_BUGS is set (to check a fix).
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("BAREGATE_LOOP_BUGS") == "" {
-		t.Skip("BUG: " + bug)
-	}
-}
-
 // TestLoopBackendStallWhileClientSends: a backend that stops in the middle of a body is given up on
 // after the read timeout, also while the client sends its next request meanwhile, byte by byte.
 func TestLoopBackendStallWhileClientSends(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "every client event in cRelay re-arms the backend's read deadline (relay sets u.deadline from now), so a client that keeps sending keeps a stalled backend from timing out")
 	ls := startLoopServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("Content-Length", "1000")
@@ -520,7 +510,6 @@ func TestLoopBackendStallWhileClientSends(t *testing.T) {
 // keeping them open until they are too old to reuse (30 s).
 func TestLoopDropsIdleConnectionsOfRemovedEndpoints(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "the loop's idle backend connections are not closed when their endpoint leaves the table (Swap closes only the goroutine lane's pools); they stay open until idleMax (30 s)")
 	ls := startLoopServer(t, testBackend(""), ConnServerOptions{}, Options{})
 	lc := ls.dial(t)
 	for _, target := range []string{"/a", "/b"} {

@@ -167,6 +167,7 @@ func (p *Proxy) Swap(t *route.Table) {
 	}
 	for a, e := range p.endpoints {
 		if !liveEPs[a] {
+			e.gone.Store(true)
 			e.idle.closeAll()
 			delete(p.endpoints, a)
 		}
