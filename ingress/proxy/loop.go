@@ -94,6 +94,7 @@ type evloop struct {
 	idle      map[*endpoint][]*lupstream
 	free      [][]byte // read buffers of loopReadMax bytes
 	obuf      []byte   // client output being assembled
+	tlsOut    []byte   // TLS records on their way to a client socket (see lclient.outShared)
 	sink      sink
 	bw        *bufio.Writer // writes into sink
 }
@@ -122,9 +123,13 @@ type lclient struct {
 	used     int    // head's strings point into in[:used]: the buffer is neither moved nor reused meanwhile
 	out      []byte // response bytes the socket did not take yet, from out[sent:]
 	sent     int
-	deadline int64 // unix nanoseconds; 0 for none
-	head     reqHead
-	x        exch
+	// outShared: out is the loop's TLS output buffer (tlsOut), which tls.Conn's records go to
+	// before they are sent; bytes the socket does not take are copied out of it.
+	outShared bool
+	l         *evloop
+	deadline  int64 // unix nanoseconds; 0 for none
+	head      reqHead
+	x         exch
 }
 
 // exch is the request a client connection has in flight.
@@ -473,7 +478,7 @@ func (l *evloop) takeInbox() {
 
 func (l *evloop) adoptConn(conn net.Conn) {
 	nc, _ := conn.(*net.TCPConn)
-	c := &lclient{fd: -1}
+	c := &lclient{fd: -1, l: l}
 	if tc, ok := conn.(*tls.Conn); ok {
 		c.tls, c.sw = tc, tc.NetConn().(*LoopConn)
 		nc = c.sw.TCPConn
@@ -996,6 +1001,9 @@ func (l *evloop) flush(c *lclient) bool {
 		switch {
 		case err == unix.EAGAIN:
 			c.writable = false
+			if c.outShared { // the loop's TLS buffer serves the next connection meanwhile
+				c.out, c.sent, c.outShared = bytes.Clone(c.out[c.sent:]), 0, false
+			}
 			return false
 		case n <= 0:
 			l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
@@ -1003,7 +1011,10 @@ func (l *evloop) flush(c *lclient) bool {
 		}
 		c.sent += n
 	}
-	c.out, c.sent = c.out[:0], 0
+	if c.outShared || cap(c.out) > loopReadMax {
+		c.out = nil
+	}
+	c.out, c.sent, c.outShared = c.out[:0], 0, false
 	return true
 }
 
@@ -1027,9 +1038,6 @@ func (l *evloop) complete(c *lclient) {
 	if !x.keep || l.s.shutting.Load() {
 		l.closeClient(c)
 		return
-	}
-	if cap(c.out) > loopReadMax {
-		c.out, c.sent = nil, 0
 	}
 	*x = exch{}
 	l.readRequests(c)
@@ -1392,7 +1400,14 @@ func (w *LoopConn) Write(p []byte) (int, error) {
 	if w.c == nil {
 		return w.TCPConn.Write(p)
 	}
-	w.c.out = append(w.c.out, p...)
+	c := w.c
+	if c.out == nil {
+		c.out, c.outShared = c.l.tlsOut[:0], true
+	}
+	c.out = append(c.out, p...)
+	if c.outShared {
+		c.l.tlsOut = c.out[:0] // keep what it grew to
+	}
 	return len(p), nil
 }
 
