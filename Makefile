@@ -80,6 +80,7 @@ demo: lab-deps k8s
 # they report ratios against nginx, HAProxy and kube-proxy from the same run).
 bench: deps bench-deps k8s build
 	./hack/bench-ingress.sh 10s 64
+	./hack/bench-loop.sh 8s 64
 	$(GO) test -run '^$$' -bench 'Propagation' -benchtime 100x ./ingress/
 	BAREGATE_BENCH_SIZES=$(NODEPORT_BENCH_SIZES) $(GO) test -run '^$$' -bench 'VsKubeProxy' -benchtime 1x -timeout 180m ./nodeport/
 	$(GO) test -run '^$$' -bench 'Build|OneChange|KernelSync' -benchmem ./nodeport/
