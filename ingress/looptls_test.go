@@ -1,0 +1,655 @@
+package ingress
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Tests of the event loops serving TLS connections (proxy.LoopConn), through the HTTPS listener: the
+// handshake runs in the accept goroutine, then an HTTP/1.1 connection is served by a loop that reads
+// its records without blocking and writes them into its own buffer. What differs from plain
+// connections: records hold several requests or part of one, the handshake may have read the first
+// request, the socket's readiness says nothing of the records crypto/tls holds, writes are whole
+// records, and a close sends close_notify.
+
+// tlsVersions are the client versions the tests alternate.
+var tlsVersions = []uint16{tls.VersionTLS12, tls.VersionTLS13}
+
+func tlsName(v uint16) string {
+	if v == tls.VersionTLS12 {
+		return "TLS1.2"
+	}
+	return "TLS1.3"
+}
+
+// clientTLS is a client configuration of one version offering only HTTP/1.1.
+func clientTLS(version uint16) *tls.Config {
+	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}, MinVersion: version, MaxVersion: version}
+}
+
+// httpsAddr is the HTTPS listener's address.
+func (h *harness) httpsAddr() string { return strings.TrimPrefix(h.httpsURL, "https://") }
+
+// dialTLS connects to the HTTPS listener and completes the handshake.
+func (h *harness) dialTLS(t *testing.T, conf *tls.Config) *rawConn {
+	t.Helper()
+	c, err := tls.Dial("tcp", h.httpsAddr(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// waitListener waits for the gauge of open connections of listener to read n.
+func (h *harness) waitListener(t *testing.T, listener string, n float64) {
+	t.Helper()
+	const name = "baregate_ingress_active_connections"
+	deadline := time.Now().Add(15 * time.Second)
+	for h.metric(name, "listener", listener) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s{listener=%q} = %v, want %v", name, listener, h.metric(name, "listener", listener), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// corkConn holds what the client writes until it reads or flushes, so that the records written
+// together reach the server in one segment: the client's last handshake flight with the first
+// request.
+type corkConn struct {
+	net.Conn
+	held []byte
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.held = append(c.held, p...)
+	return len(p), nil
+}
+
+func (c *corkConn) Read(p []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *corkConn) flush() error {
+	if len(c.held) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.held)
+	c.held = c.held[:0]
+	return err
+}
+
+// tlsClientRun is a client of TestLoopTLSManyClients: keep-alive requests, pipelined in records that
+// cut them anywhere, a request split in records written apart, then a 64 KiB response; how the first
+// request is sent depends on mode. It returns what went wrong.
+func tlsClientRun(addr string, i int, version uint16, mode int) error {
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(25 * time.Second))
+	cork := &corkConn{Conn: raw}
+	var c *tls.Conn
+	first := fmt.Sprintf("/c%d/first?mode=%d", i, mode)
+	firstReq := "GET " + first + " HTTP/1.1\r\nHost: x\r\n\r\n"
+	switch mode {
+	case 0: // the request right after Handshake returns
+		c = tls.Client(raw, clientTLS(version))
+		if err := c.Handshake(); err != nil {
+			return fmt.Errorf("handshake: %w", err)
+		}
+		_, err = io.WriteString(c, firstReq)
+	case 1: // no handshake of its own: Write runs it and sends the request at once
+		c = tls.Client(raw, clientTLS(version))
+		_, err = io.WriteString(c, firstReq)
+	case 2: // the client's last handshake flight and the request in one segment (TLS 1.3; over
+		// TLS 1.2 the client waits for the server's Finished, and the request follows it)
+		c = tls.Client(cork, clientTLS(version))
+		if err := c.Handshake(); err != nil {
+			return fmt.Errorf("handshake: %w", err)
+		}
+		if _, err = io.WriteString(c, firstReq); err == nil {
+			err = cork.flush()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("the first request: %w", err)
+	}
+	br := bufio.NewReader(c)
+	check := func(method, target, want string) error {
+		code, body, err := exchange(c, br, method, "")
+		if err != nil || code != 200 || body != want {
+			return fmt.Errorf("%s %s: %d %.80q %v, want %.80q", method, target, code, body, err, want)
+		}
+		return nil
+	}
+	if err := check("GET", first, echoed("GET", first)); err != nil {
+		return err
+	}
+	if c.ConnectionState().Version != version {
+		return fmt.Errorf("negotiated %x, want %x", c.ConnectionState().Version, version)
+	}
+	rnd := rand.New(rand.NewPCG(uint64(i), uint64(mode)))
+	for round := range 3 {
+		var pipelined strings.Builder
+		var targets []string
+		for k := range 4 {
+			targets = append(targets, fmt.Sprintf("/c%d/r%d/p%d?k=%d", i, round, k, k))
+			fmt.Fprintf(&pipelined, "GET %s HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", targets[k], strings.Repeat("p", rnd.IntN(300)))
+		}
+		// Records cut anywhere: in a request line, between CR and LF, across two requests.
+		all := pipelined.String()
+		for len(all) > 0 {
+			n := min(len(all), 1+rnd.IntN(200))
+			if _, err := io.WriteString(c, all[:n]); err != nil {
+				return err
+			}
+			all = all[n:]
+		}
+		for _, target := range targets {
+			if err := check("GET", target, echoed("GET", target)); err != nil {
+				return fmt.Errorf("pipelined: %w", err)
+			}
+		}
+		// One request in records that arrive apart, most of the time.
+		target := fmt.Sprintf("/c%d/r%d/split", i, round)
+		req := "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"
+		for _, cut := range [][2]int{{0, 5}, {5, 20}, {20, len(req) - 1}, {len(req) - 1, len(req)}} {
+			if _, err := io.WriteString(c, req[cut[0]:cut[1]]); err != nil {
+				return err
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err := check("GET", target, echoed("GET", target)); err != nil {
+			return fmt.Errorf("split: %w", err)
+		}
+	}
+	n := 64<<10 + i
+	if _, err := fmt.Fprintf(c, "GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", n); err != nil {
+		return err
+	}
+	return check("GET", "/big", string(loopBody()[:n]))
+}
+
+// TestLoopTLSManyClients: many TLS clients at once, TLS 1.2 and 1.3, whose first request follows the
+// handshake at once or comes with its last flight, and whose later requests are pipelined in records
+// that cut them anywhere; all are served on the loops.
+func TestLoopTLSManyClients(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	const clients = 96
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		version, mode := tlsVersions[i%2], i/2%3
+		wg.Go(func() {
+			if err := tlsClientRun(h.httpsAddr(), i, version, mode); err != nil {
+				errs <- fmt.Errorf("client %d (%s, mode %d): %w", i, tlsName(version), mode, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	const perClient = 1 + 3*5 + 1
+	if served, handed := h.fastStats(); served < clients*perClient || handed != 0 {
+		t.Errorf("the fast path served %d requests and handed %d connections to net/http, want %d and 0", served, handed, clients*perClient)
+	}
+	h.waitListener(t, "https", 0)
+}
+
+// TestLoopTLSBackpressure: a TLS client that reads a large response slowly gets it whole, while the
+// other TLS clients of the listener, some on its loop, are served.
+func TestLoopTLSBackpressure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	// A small receive window: the loop's writes of records to this client find its socket full.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err == nil {
+			err = serr
+		}
+		return err
+	}}
+	raw, err := d.Dial("tcp", h.httpsAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := tls.Client(raw, clientTLS(tls.VersionTLS13))
+	defer slow.Close()
+	slow.SetDeadline(time.Now().Add(25 * time.Second))
+	br := bufio.NewReaderSize(slow, 4096)
+	if _, err := io.WriteString(slow, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(loopBody())) {
+		t.Fatalf("GET /big: %d, length %d", resp.StatusCode, resp.ContentLength)
+	}
+
+	// More clients than loops, of both versions: some share the slow client's loop.
+	fast := make([]*rawConn, 5)
+	for i := range fast {
+		fast[i] = h.dialTLS(t, clientTLS(tlsVersions[i%2]))
+		fast[i].get(fmt.Sprintf("/fast%d", i))
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fast))
+	served := make([]int, len(fast))
+	for i, rc := range fast {
+		wg.Go(func() {
+			for k := 0; ; k++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				target := fmt.Sprintf("/during%d?k=%d", i, k)
+				code, body, err := exchange(rc.c, rc.br, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				if want := echoed("GET", target); err != nil || code != 200 || body != want {
+					errs <- fmt.Errorf("%s: %d %q %v, want %q", target, code, body, err, want)
+					return
+				}
+				served[i]++
+			}
+		})
+	}
+
+	hash := sha256.New()
+	buf := make([]byte, 4096)
+	var got int64
+	for {
+		n, err := resp.Body.Read(buf)
+		hash.Write(buf[:n])
+		got += int64(n)
+		if got%(2<<20) < int64(n) {
+			// A pause long enough for the loop to find the socket full: only the client's
+			// readiness can make it go on.
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("reading the body after %d bytes: %v", got, err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a fast client: %v", err)
+	}
+	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(hash.Sum(nil), want[:]) {
+		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, hash.Sum(nil), len(loopBody()), want)
+	}
+	for i, n := range served {
+		if n == 0 {
+			t.Errorf("fast client %d got no answer while the slow one read", i)
+		}
+	}
+	rc := &rawConn{t: t, c: slow, br: br}
+	rc.get("/after?slow")
+	if _, handed := h.fastStats(); handed != 0 {
+		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
+}
+
+// TestLoopTLSHandOffs: a TLS connection leaves its loop for a goroutine in the middle (a POST with a
+// body, a chunked response); the goroutine goes on with the records the loop had read and with
+// crypto/tls's state, and answers in order.
+func TestLoopTLSHandOffs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	type step struct{ method, req, want string }
+	gets := func(prefix string, n int) []step {
+		var out []step
+		for i := range n {
+			target := fmt.Sprintf("/%s%d?i=%d", prefix, i, i)
+			out = append(out, step{"GET", "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n", echoed("GET", target)})
+		}
+		return out
+	}
+	post := func(target, body string) step {
+		return step{"POST", fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body),
+			fmt.Sprintf("POST %s ? [%s]", target, body)}
+	}
+	chunked := step{"GET", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "part0;part1;part2;"}
+	big := step{"GET", "GET /big?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n", string(loopBody()[:100000])}
+	for _, tc := range []struct {
+		name  string
+		steps [][]step
+	}{
+		{"a POST", [][]step{gets("a", 3), {post("/p", "hello")}, gets("b", 3), {big}}},
+		{"a POST of 100 KiB", [][]step{gets("a", 2), {post("/r", strings.Repeat("r", 100<<10))}, gets("b", 2)}},
+		{"a chunked response", [][]step{gets("a", 3), {chunked}, {big}, gets("b", 2)}},
+	} {
+		steps := slices.Concat(tc.steps...)
+		for _, version := range tlsVersions {
+			for _, pipelined := range []bool{false, true} {
+				rc := h.dialTLS(t, clientTLS(version))
+				if pipelined {
+					var all strings.Builder
+					for _, s := range steps {
+						all.WriteString(s.req)
+					}
+					rc.send(all.String())
+				}
+				for i, s := range steps {
+					if !pipelined {
+						rc.send(s.req)
+					}
+					resp, body := rc.read(s.method)
+					if resp.StatusCode != 200 || body != s.want {
+						t.Fatalf("%s, %s, pipelined %v, step %d (%.40q): %d %.60q, want %.60q", tc.name, tlsName(version), pipelined, i, s.req, resp.StatusCode, body, s.want)
+					}
+				}
+				rc.c.Close()
+			}
+		}
+	}
+	if _, handed := h.fastStats(); handed != 0 {
+		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
+	h.waitListener(t, "https", 0)
+}
+
+// recordTypes records the content types of the TLS records a client receives, read from their
+// plaintext headers (meaningful over TLS 1.2, where an alert is sent as an alert record).
+type recordTypes struct {
+	net.Conn
+	mu    sync.Mutex
+	buf   []byte
+	types []byte
+}
+
+func (r *recordTypes) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.mu.Lock()
+	r.buf = append(r.buf, p[:n]...)
+	for len(r.buf) >= 5 {
+		size := 5 + (int(r.buf[3])<<8 | int(r.buf[4]))
+		if len(r.buf) < size {
+			break
+		}
+		r.types = append(r.types, r.buf[0])
+		r.buf = r.buf[size:]
+	}
+	r.mu.Unlock()
+	return n, err
+}
+
+// TestLoopTLSClose: after Connection: close the client reads the response, then close_notify and the
+// end of the connection, without a reset; a client that leaves in the middle of a response does not
+// disturb the others, and the connections are let go of.
+func TestLoopTLSClose(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	for _, version := range tlsVersions {
+		for _, target := range []string{"/close", "/big?n=300000"} {
+			raw, err := net.Dial("tcp", h.httpsAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := &recordTypes{Conn: raw}
+			c := tls.Client(rt, clientTLS(version))
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+			rc.get("/first")
+			rc.send("GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != 200 || !resp.Close {
+				t.Fatalf("%s, %s: %d, close %v", tlsName(version), target, resp.StatusCode, resp.Close)
+			}
+			if want := echoed("GET", target); target == "/close" && body != want {
+				t.Fatalf("%s: %q, want %q", tlsName(version), body, want)
+			} else if target != "/close" && body != string(loopBody()[:300000]) {
+				t.Fatalf("%s: %d bytes, not the body", tlsName(version), len(body))
+			}
+			// crypto/tls reports close_notify as io.EOF; a reset would be an error.
+			if n, err := rc.br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("%s, %s: after the response: %d bytes, %v, want io.EOF", tlsName(version), target, n, err)
+			}
+			// And the TCP connection ends there too, without a reset.
+			if n, err := raw.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("%s, %s: the socket after close_notify: %d bytes, %v, want io.EOF", tlsName(version), target, n, err)
+			}
+			rt.mu.Lock()
+			types := slices.Clone(rt.types)
+			rt.mu.Unlock()
+			const alert = 21
+			if version == tls.VersionTLS12 && (len(types) == 0 || types[len(types)-1] != alert) {
+				t.Errorf("%s, %s: the last record received is of type %v, want an alert (close_notify)", tlsName(version), target, types[max(0, len(types)-1):])
+			}
+			c.Close()
+		}
+	}
+
+	// Clients that leave before the response, after its head, within its body; the others on the
+	// listener are answered meanwhile and after.
+	others := make([]*rawConn, 4)
+	for i := range others {
+		others[i] = h.dialTLS(t, clientTLS(tlsVersions[i%2]))
+		others[i].get(fmt.Sprintf("/other%d", i))
+	}
+	for i := range 12 {
+		rc := h.dialTLS(t, clientTLS(tlsVersions[i%2]))
+		rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		if i%3 > 0 {
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("GET /big: %v %v", resp, err)
+			}
+			if i%3 == 2 {
+				if _, err := io.CopyN(io.Discard, resp.Body, int64(50000*i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		rc.c.Close()
+		for k, o := range others {
+			o.get(fmt.Sprintf("/other%d?after=%d", k, i))
+		}
+	}
+	rc := h.dialTLS(t, clientTLS(tls.VersionTLS13))
+	rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := rc.read("GET"); resp.StatusCode != 200 || body != string(loopBody()) {
+		t.Fatalf("GET /big after the disconnects: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	rc.c.Close()
+	for _, o := range others {
+		o.c.Close()
+	}
+	h.waitListener(t, "https", 0)
+}
+
+// corruptConn flips a bit in the last byte of the next write once armed: the authentication tag
+// of the record being sent.
+type corruptConn struct {
+	net.Conn
+	armed bool
+}
+
+func (c *corruptConn) Write(p []byte) (int, error) {
+	if c.armed && len(p) > 0 {
+		c.armed = false
+		p = slices.Clone(p)
+		p[len(p)-1] ^= 1
+	}
+	return c.Conn.Write(p)
+}
+
+// TestLoopTLSGarbage: a TLS client that sends a corrupted record, or bytes that are no record, after
+// the handshake has its connection closed; the other clients on the listener are unaffected.
+func TestLoopTLSGarbage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	others := make([]*rawConn, 4)
+	for i := range others {
+		others[i] = h.dialTLS(t, clientTLS(tlsVersions[i%2]))
+		others[i].get(fmt.Sprintf("/other%d", i))
+	}
+	garbage := map[string]func(c *tls.Conn, cc *corruptConn) error{
+		"a record with a bad tag": func(c *tls.Conn, cc *corruptConn) error {
+			cc.armed = true
+			_, err := io.WriteString(c, "GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+			return err
+		},
+		"plaintext HTTP": func(_ *tls.Conn, cc *corruptConn) error {
+			_, err := io.WriteString(cc.Conn, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+			return err
+		},
+		"an application record of random bytes": func(_ *tls.Conn, cc *corruptConn) error {
+			rec := append([]byte{23, 3, 3, 0, 64}, bytes.Repeat([]byte{0x5a}, 64)...)
+			_, err := cc.Conn.Write(rec)
+			return err
+		},
+		"half a record header": func(_ *tls.Conn, cc *corruptConn) error {
+			_, err := cc.Conn.Write([]byte{23, 3})
+			if err == nil {
+				err = cc.Conn.(*net.TCPConn).CloseWrite()
+			}
+			return err
+		},
+	}
+	for name, send := range garbage {
+		for _, version := range tlsVersions {
+			for _, used := range []bool{false, true} {
+				raw, err := net.Dial("tcp", h.httpsAddr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				cc := &corruptConn{Conn: raw}
+				c := tls.Client(cc, clientTLS(version))
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				if err := c.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+				if used {
+					rc.get("/before")
+				}
+				if err := send(c, cc); err != nil {
+					t.Fatalf("%s, %s: sending: %v", name, tlsName(version), err)
+				}
+				// The server closes: the client reads an alert, or the end of the connection, and no
+				// response.
+				buf := make([]byte, 4096)
+				n, err := rc.br.Read(buf)
+				if err == nil {
+					t.Errorf("%s, %s, used %v: the server answered %q", name, tlsName(version), used, buf[:n])
+				}
+				// An alert crypto/tls received reads "remote error: tls: ...".
+				if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !strings.Contains(err.Error(), "remote error: tls: ") {
+					t.Errorf("%s, %s, used %v: the client read %v, want an alert or the end", name, tlsName(version), used, err)
+				}
+				// Whatever crypto/tls said, the socket ends.
+				raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.Copy(io.Discard, raw); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("%s, %s, used %v: the connection stayed open: %v", name, tlsName(version), used, err)
+				}
+				raw.Close()
+				for k, o := range others {
+					o.get(fmt.Sprintf("/other%d?after=%s", k, strings.ReplaceAll(name, " ", "-")))
+				}
+			}
+		}
+	}
+	for _, o := range others {
+		o.c.Close()
+	}
+	h.waitListener(t, "https", 0)
+}
+
+// TestLoopTLSALPN: a client offering h2 gets HTTP/2 from net/http; one offering only http/1.1, or no
+// ALPN at all, is served by a loop, without a goroutine of its own. Not parallel: it counts the
+// process's goroutines.
+func TestLoopTLSALPN(t *testing.T) {
+	const perConn = "proxy.(*ConnServer).run"
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+
+	h2 := tlsClient("")
+	resp, err := h2.Get(h.httpsURL + "/h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	h2.CloseIdleConnections()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(body) != echoed("GET", "/h2") {
+		t.Fatalf("offering h2: %s %d %q", resp.Proto, resp.StatusCode, body)
+	}
+
+	served0, _ := h.fastStats()
+	before := goroutinesIn(perConn)
+	var rcs []*rawConn
+	for i := range 10 {
+		conf := clientTLS(tlsVersions[i%2])
+		if i >= 5 {
+			conf.NextProtos = nil
+		}
+		rc := h.dialTLS(t, conf)
+		if p := rc.c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != strings.Join(conf.NextProtos, "") {
+			t.Fatalf("ALPN %v: negotiated %q", conf.NextProtos, p)
+		}
+		rc.get(fmt.Sprintf("/c%d", i))
+		rcs = append(rcs, rc)
+	}
+	if n := goroutinesIn(perConn) - before; n > 0 {
+		t.Errorf("%d goroutines serve the 10 HTTP/1.1 TLS connections, want none", n)
+	}
+	if served, handed := h.fastStats(); served-served0 != 10 || handed != 0 {
+		t.Errorf("the fast path served %d requests and handed %d connections, want 10 and 0", served-served0, handed)
+	}
+	// A request with a body takes its connection off the loop to a goroutine.
+	before = goroutinesIn(perConn)
+	rcs[0].send("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	rcs[0].expect("POST", 200, "POST /p ? [hi]")
+	if n := goroutinesIn(perConn) - before; n < 1 {
+		t.Errorf("after a POST: %d goroutines serve the connections, want 1", n)
+	}
+	h.waitListener(t, "https", 10)
+	for _, rc := range rcs {
+		rc.c.Close()
+	}
+	h.waitListener(t, "https", 0)
+}
