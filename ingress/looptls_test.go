@@ -275,10 +275,18 @@ func TestLoopTLSBackpressure(t *testing.T) {
 					return
 				default:
 				}
-				target := fmt.Sprintf("/during%d?k=%d", i, k)
+				// Echoes, and bodies of up to 16 KiB: records of all sizes up to the largest, built
+				// in the loop's TLS buffer while the slow client's records may wait for its socket.
+				target, want := fmt.Sprintf("/during%d?k=%d", i, k), ""
+				if k%2 == 1 {
+					n := 100 + (k*1543+i*4099)%(16<<10)
+					target, want = fmt.Sprintf("/big?n=%d", n), string(loopBody()[:n])
+				} else {
+					want = echoed("GET", target)
+				}
 				code, body, err := exchange(rc.c, rc.br, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
-				if want := echoed("GET", target); err != nil || code != 200 || body != want {
-					errs <- fmt.Errorf("%s: %d %q %v, want %q", target, code, body, err, want)
+				if err != nil || code != 200 || body != want {
+					errs <- fmt.Errorf("%s: %d %.60q %v, want %.60q", target, code, body, err, want)
 					return
 				}
 				served[i]++
