@@ -98,6 +98,22 @@ func (c *corkConn) flush() error {
 	return err
 }
 
+// tlsFirstSession makes a connection with conf and an exchange on it, which leaves a session in its
+// cache to resume (TLS 1.3 tickets come after the handshake).
+func tlsFirstSession(addr string, conf *tls.Config) error {
+	c, err := tls.Dial("tcp", addr, conf)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	code, body, err := exchange(c, bufio.NewReader(c), "GET", "GET /session HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err != nil || code != 200 || body != echoed("GET", "/session") {
+		return fmt.Errorf("GET /session: %d %q %v", code, body, err)
+	}
+	return nil
+}
+
 // tlsClientRun is a client of TestLoopTLSManyClients: keep-alive requests, pipelined in records that
 // cut them anywhere, a request split in records written apart, then a 64 KiB response; how the first
 // request is sent depends on mode. It returns what went wrong.
@@ -122,11 +138,23 @@ func tlsClientRun(addr string, i int, version uint16, mode int) error {
 	case 1: // no handshake of its own: Write runs it and sends the request at once
 		c = tls.Client(raw, clientTLS(version))
 		_, err = io.WriteString(c, firstReq)
-	case 2: // the client's last handshake flight and the request in one segment (TLS 1.3; over
-		// TLS 1.2 the client waits for the server's Finished, and the request follows it)
-		c = tls.Client(cork, clientTLS(version))
+	case 2, 3: // the client's last handshake flight and the request in one segment (over TLS 1.2
+		// the client waits for the server's Finished after a full handshake, but not after an
+		// abbreviated one: mode 3 resumes a session of an earlier connection)
+		conf := clientTLS(version)
+		if mode == 3 {
+			conf.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			conf.ServerName = "x" // the cache's key; without one, tls.Dial and tls.Client use different ones
+			if err := tlsFirstSession(addr, conf); err != nil {
+				return fmt.Errorf("the connection before: %w", err)
+			}
+		}
+		c = tls.Client(cork, conf)
 		if err := c.Handshake(); err != nil {
 			return fmt.Errorf("handshake: %w", err)
+		}
+		if mode == 3 && !c.ConnectionState().DidResume {
+			return errors.New("the session was not resumed")
 		}
 		if _, err = io.WriteString(c, firstReq); err == nil {
 			err = cork.flush()
@@ -192,7 +220,7 @@ func tlsClientRun(addr string, i int, version uint16, mode int) error {
 }
 
 // TestLoopTLSManyClients: many TLS clients at once, TLS 1.2 and 1.3, whose first request follows the
-// handshake at once or comes with its last flight, and whose later requests are pipelined in records
+// handshake at once or comes with its last flight, of a full or a resumed handshake, and whose later requests are pipelined in records
 // that cut them anywhere; all are served on the loops.
 func TestLoopTLSManyClients(t *testing.T) {
 	t.Parallel()
@@ -203,7 +231,7 @@ func TestLoopTLSManyClients(t *testing.T) {
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
 	for i := range clients {
-		version, mode := tlsVersions[i%2], i/2%3
+		version, mode := tlsVersions[i%2], i/2%4
 		wg.Go(func() {
 			if err := tlsClientRun(h.httpsAddr(), i, version, mode); err != nil {
 				errs <- fmt.Errorf("client %d (%s, mode %d): %w", i, tlsName(version), mode, err)
@@ -216,8 +244,8 @@ func TestLoopTLSManyClients(t *testing.T) {
 		t.Error(err)
 	}
 	const perClient = 1 + 3*5 + 1
-	if served, handed := h.fastStats(); served < clients*perClient || handed != 0 {
-		t.Errorf("the fast path served %d requests and handed %d connections to net/http, want %d and 0", served, handed, clients*perClient)
+	if served, handed := h.fastStats(); served < clients*perClient+clients/4 || handed != 0 {
+		t.Errorf("the fast path served %d requests and handed %d connections to net/http, want %d and 0", served, handed, clients*perClient+clients/4)
 	}
 	h.waitListener(t, "https", 0)
 }
@@ -658,6 +686,50 @@ func TestLoopTLSALPN(t *testing.T) {
 	h.waitListener(t, "https", 10)
 	for _, rc := range rcs {
 		rc.c.Close()
+	}
+	h.waitListener(t, "https", 0)
+}
+
+// TestLoopTLSHalfClosed: a TLS client that ends its side after pipelined requests, with close_notify
+// or with a bare FIN, gets all their answers and then the end of the connection.
+func TestLoopTLSHalfClosed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	for _, version := range tlsVersions {
+		for _, notify := range []bool{true, false} {
+			for _, n := range []int{1, 3} {
+				raw, err := net.Dial("tcp", h.httpsAddr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := tls.Client(raw, clientTLS(version))
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+				rc.get("/first")
+				var reqs strings.Builder
+				for i := range n {
+					fmt.Fprintf(&reqs, "GET /h%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+				}
+				rc.send(reqs.String())
+				if notify {
+					err = c.CloseWrite()
+				} else {
+					err = raw.(*net.TCPConn).CloseWrite()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range n {
+					rc.expect("GET", 200, echoed("GET", fmt.Sprintf("/h%d", i)))
+				}
+				if m, err := rc.br.Read(make([]byte, 1)); m != 0 || err != io.EOF {
+					t.Errorf("%s, close_notify %v, %d requests: after the answers: %d bytes, %v, want io.EOF", tlsName(version), notify, n, m, err)
+				}
+				c.Close()
+			}
+		}
 	}
 	h.waitListener(t, "https", 0)
 }
