@@ -3,6 +3,7 @@ package ingress
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
@@ -19,7 +20,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
+
+	"github.com/baregate/baregate/internal/cluster"
 )
 
 // Tests of the event loops serving TLS connections (proxy.LoopConn), through the HTTPS listener: the
@@ -803,4 +809,113 @@ func TestLoopTLSResetAfterBadRecord(t *testing.T) {
 	if n := strings.Count(logs.String(), "Panic in the event loop"); n > 0 {
 		t.Errorf("the loop panicked %d times for 40 clients that reset after a bad record:\n%.2000s", n, logs.String())
 	}
+}
+
+// stoppableTLSHarness is stoppableHarness with the HTTPS listener as well.
+func stoppableTLSHarness(t *testing.T) (h *harness, stop func() error) {
+	t.Helper()
+	var cfg Config
+	cfg.AddFlags(newFlagSet())
+	cfg.HTTPAddress, cfg.HTTPSAddress = "127.0.0.1:0", "127.0.0.1:0"
+	h = &harness{t: t, client: fake.NewClientset(), recorder: record.NewFakeRecorder(100), reg: prometheus.NewRegistry()}
+	ing, err := New(cfg, cluster.Deps{NodeName: "node1", Namespace: "baregate-system", Client: h.client, Recorder: h.recorder, Metrics: h.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ing = ing
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ing.Run(ctx) }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() { _ = stop() })
+	for deadline := time.Now().Add(10 * time.Second); ing.Addrs() == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the listeners did not come up within 10s")
+		}
+	}
+	h.httpURL, h.httpsURL = "http://"+ing.Addrs()[0].String(), "https://"+ing.Addrs()[1].String()
+	return h, stop
+}
+
+// TestLoopTLSShutdown: stopping the Ingress closes the loops' idle TLS connections with
+// close_notify, lets a request in flight finish, then closes its connection the same way.
+func TestLoopTLSShutdown(t *testing.T) {
+	t.Parallel()
+	h, stop := stoppableTLSHarness(t)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	be := startBackend(t, "slow", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "done "+r.URL.Path)
+	})
+	h.apply(simple("", "slow", be.addr))
+	type conn struct {
+		rc  *rawConn
+		raw net.Conn
+		rt  *recordTypes
+	}
+	dial := func(version uint16) conn {
+		raw, err := net.Dial("tcp", h.httpsAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { raw.Close() })
+		rt := &recordTypes{Conn: raw}
+		c := tls.Client(rt, clientTLS(version))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+		rc.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+		rc.expect("GET", 200, "done /first")
+		return conn{rc, raw, rt}
+	}
+	// closedNotified checks that the server ended c with close_notify (seen in the record types over
+	// TLS 1.2) and a FIN.
+	closedNotified := func(what string, version uint16, c conn) {
+		t.Helper()
+		if n, err := c.rc.br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("%s (%s): %d bytes, %v, want io.EOF", what, tlsName(version), n, err)
+		}
+		if n, err := c.raw.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("%s (%s): the socket: %d bytes, %v, want io.EOF", what, tlsName(version), n, err)
+		}
+		c.rt.mu.Lock()
+		types := slices.Clone(c.rt.types)
+		c.rt.mu.Unlock()
+		if version == tls.VersionTLS12 && (len(types) == 0 || types[len(types)-1] != 21) {
+			t.Errorf("%s (%s): the last record is of type %v, want an alert (close_notify)", what, tlsName(version), types[max(0, len(types)-1):])
+		}
+	}
+	var idle []conn
+	for i := range 6 {
+		idle = append(idle, dial(tlsVersions[i%2]))
+	}
+	busy := dial(tls.VersionTLS12)
+	busy.rc.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	if served, handed := h.fastStats(); served != 8 || handed != 0 { // the one in flight counts
+		t.Fatalf("the fast path served %d requests and handed %d connections, want 8 and 0", served, handed)
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	for i, c := range idle {
+		closedNotified(fmt.Sprintf("idle connection %d during the shutdown", i), tlsVersions[i%2], c)
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	busy.rc.expect("GET", 200, "done /slow")
+	closedNotified("the connection of the request in flight, after its response", tls.VersionTLS12, busy)
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	h.waitListener(t, "https", 0)
 }
