@@ -922,3 +922,48 @@ func TestLoopTLSShutdown(t *testing.T) {
 	}
 	h.waitListener(t, "https", 0)
 }
+
+// TestLoopTLSPipelinedBurst: hundreds of requests in full-size records, written while the answers
+// come: crypto/tls holds decrypted and undecrypted requests the socket's readiness does not show,
+// and the connection may leave the loop with them.
+func TestLoopTLSPipelinedBurst(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	const n = 400
+	for _, version := range tlsVersions {
+		for _, post := range []int{-1, 2, 333} { // the request that takes the connection off the loop
+			rc := h.dialTLS(t, clientTLS(version))
+			var reqs strings.Builder
+			for i := range n {
+				if i == post {
+					fmt.Fprintf(&reqs, "POST /burst%d?i=%d HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", i, i)
+					continue
+				}
+				fmt.Fprintf(&reqs, "GET /burst%d?i=%d HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n", i, i, strings.Repeat("p", i%50))
+			}
+			written := make(chan error, 1)
+			go func() {
+				_, err := io.WriteString(rc.c, reqs.String())
+				written <- err
+			}()
+			for i := range n {
+				if i == post {
+					rc.expect("POST", 200, fmt.Sprintf("POST /burst%d ?i=%d [hello]", i, i))
+					continue
+				}
+				rc.expect("GET", 200, echoed("GET", fmt.Sprintf("/burst%d?i=%d", i, i)))
+			}
+			if err := <-written; err != nil {
+				t.Fatal(err)
+			}
+			rc.get("/after")
+			rc.c.Close()
+		}
+	}
+	if _, handed := h.fastStats(); handed != 0 {
+		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
+	h.waitListener(t, "https", 0)
+}
