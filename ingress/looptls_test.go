@@ -4,10 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -21,6 +27,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/chacha20poly1305"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -966,4 +973,199 @@ func TestLoopTLSPipelinedBurst(t *testing.T) {
 		t.Errorf("%d connections handed to net/http, want none", handed)
 	}
 	h.waitListener(t, "https", 0)
+}
+
+// tls13Dir is one direction of a TLS 1.3 connection's application traffic, which the test encrypts or
+// decrypts itself: crypto/tls has no API to send a KeyUpdate.
+type tls13Dir struct {
+	suite  uint16
+	secret []byte
+	aead   cipher.AEAD
+	iv     []byte
+	seq    uint64
+}
+
+func (d *tls13Dir) hash() func() hash.Hash {
+	if d.suite == tls.TLS_AES_256_GCM_SHA384 {
+		return sha512.New384
+	}
+	return sha256.New
+}
+
+// expandLabel is TLS 1.3's HKDF-Expand-Label with an empty context.
+func (d *tls13Dir) expandLabel(label string, n int) []byte {
+	full := "tls13 " + label
+	info := append([]byte{byte(n >> 8), byte(n), byte(len(full))}, full...)
+	out, err := hkdf.Expand(d.hash(), d.secret, string(append(info, 0)), n)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+func (d *tls13Dir) setSecret(secret []byte) error {
+	d.secret, d.seq = secret, 0
+	keyLen := 16
+	if d.suite != tls.TLS_AES_128_GCM_SHA256 {
+		keyLen = 32
+	}
+	key := d.expandLabel("key", keyLen)
+	d.iv = d.expandLabel("iv", 12)
+	if d.suite == tls.TLS_CHACHA20_POLY1305_SHA256 {
+		aead, err := chacha20poly1305.New(key)
+		d.aead = aead
+		return err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return err
+	}
+	d.aead, err = cipher.NewGCM(block)
+	return err
+}
+
+// update moves to the next traffic secret, as after a KeyUpdate.
+func (d *tls13Dir) update() error {
+	return d.setSecret(d.expandLabel("traffic upd", len(d.secret)))
+}
+
+func (d *tls13Dir) nonce() []byte {
+	n := slices.Clone(d.iv)
+	for i := range 8 {
+		n[len(n)-1-i] ^= byte(d.seq >> (8 * i))
+	}
+	d.seq++
+	return n
+}
+
+// seal returns a record of content of the given type.
+func (d *tls13Dir) seal(typ byte, content []byte) []byte {
+	n := len(content) + 1 + d.aead.Overhead()
+	hdr := []byte{23, 3, 3, byte(n >> 8), byte(n)}
+	return d.aead.Seal(hdr, d.nonce(), append(slices.Clone(content), typ), hdr)
+}
+
+// open reads a record from r and returns its content type and content.
+func (d *tls13Dir) open(r io.Reader) (byte, []byte, error) {
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, nil, err
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, err
+	}
+	plain, err := d.aead.Open(nil, d.nonce(), body, hdr)
+	if err != nil {
+		return 0, nil, fmt.Errorf("record of type %d: %w", hdr[0], err)
+	}
+	plain = bytes.TrimRight(plain, "\x00")
+	if len(plain) == 0 {
+		return 0, nil, errors.New("a record without content type")
+	}
+	return plain[len(plain)-1], plain[:len(plain)-1], nil
+}
+
+// TestLoopTLSKeyUpdate: a TLS 1.3 client that updates its keys and asks the server to update its own
+// gets the server's KeyUpdate (which the loop writes while reading) and its answers under the new
+// keys, on the loop and after a request that takes the connection off it.
+func TestLoopTLSKeyUpdate(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	for _, handOff := range []bool{false, true} {
+		var keys bytes.Buffer
+		conf := clientTLS(tls.VersionTLS13)
+		conf.KeyLogWriter = &keys
+		raw, err := net.Dial("tcp", h.httpsAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		raw.SetDeadline(time.Now().Add(20 * time.Second))
+		c := tls.Client(raw, conf)
+		if err := c.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		// From here on the test speaks TLS itself on raw.
+		secrets := map[string][]byte{}
+		for line := range strings.Lines(keys.String()) {
+			f := strings.Fields(line)
+			if len(f) == 3 {
+				secrets[f[0]], _ = hex.DecodeString(f[2])
+			}
+		}
+		suite := c.ConnectionState().CipherSuite
+		out, in := &tls13Dir{suite: suite}, &tls13Dir{suite: suite}
+		if err := out.setSecret(secrets["CLIENT_TRAFFIC_SECRET_0"]); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.setSecret(secrets["SERVER_TRAFFIC_SECRET_0"]); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(raw)
+		// exchange sends req in one record and reads the answer's records until it holds want's
+		// body, counting the KeyUpdates the server sent before.
+		exchange := func(req, want string) int {
+			t.Helper()
+			if _, err := raw.Write(out.seal(23, []byte(req))); err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			updates := 0
+			for !bytes.HasSuffix(got, []byte("\r\n\r\n"+want)) {
+				typ, content, err := in.open(br)
+				if err != nil {
+					t.Fatalf("%.20q: after %q: %v", req, got, err)
+				}
+				switch {
+				case typ == 23:
+					got = append(got, content...)
+				case typ == 22 && len(content) > 0 && content[0] == 24: // KeyUpdate
+					updates++
+					if err := in.update(); err != nil {
+						t.Fatal(err)
+					}
+				case typ == 22 && len(content) > 0 && content[0] == 4: // NewSessionTicket
+				default:
+					t.Fatalf("%.20q: a record of type %d: %x", req, typ, content)
+				}
+			}
+			if !bytes.HasPrefix(got, []byte("HTTP/1.1 200 OK\r\n")) {
+				t.Errorf("%.20q: %q", req, got)
+			}
+			return updates
+		}
+		get := func(target string) int {
+			return exchange("GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n", echoed("GET", target))
+		}
+		if n := get("/before"); n != 0 {
+			t.Fatalf("%d KeyUpdates before the client's", n)
+		}
+		// The KeyUpdate, update_requested, then requests under the new key; the server's KeyUpdate
+		// comes before the answer.
+		if _, err := raw.Write(out.seal(22, []byte{24, 0, 0, 1, 1})); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.update(); err != nil {
+			t.Fatal(err)
+		}
+		var updates int
+		if handOff {
+			updates = exchange("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", "POST /p ? [hi]")
+		} else {
+			updates = get("/after-update")
+		}
+		if updates != 1 {
+			t.Errorf("hand-off %v: %d KeyUpdates from the server, want 1", handOff, updates)
+		}
+		if n := get("/next"); n != 0 {
+			t.Errorf("hand-off %v: %d more KeyUpdates, want none", handOff, n)
+		}
+		raw.Close()
+	}
+	if _, handed := h.fastStats(); handed != 0 {
+		t.Errorf("%d connections handed to net/http, want none", handed)
+	}
 }
