@@ -608,8 +608,10 @@ func (l *evloop) readClient(c *lclient, b []byte) (int, error) {
 	// it is called again until LoopConn says the socket had nothing.
 	n, err := c.tls.Read(b)
 	c.tlsMore = n > 0
-	if c.pending() { // answers to post-handshake messages (a KeyUpdate)
-		l.flush(c)
+	if c.pending() { // answers to post-handshake messages (a KeyUpdate), alerts
+		if _, ferr := l.flush(c); ferr != nil {
+			return 0, ferr // the caller closes the connection
+		}
 	}
 	if n > 0 {
 		return n, nil
@@ -887,9 +889,11 @@ func (l *evloop) relay(u *lupstream) {
 	c := u.c
 	x := &c.x
 	for {
-		if c.pending() && !l.flush(c) {
-			u.deadline = 0 // while the client is slow to read, the backend is not timed
-			return
+		if c.pending() {
+			if done, err := l.flush(c); err != nil || !done {
+				l.clientWait(c, u, err)
+				return
+			}
 		}
 		if x.headSent && x.left == 0 {
 			l.complete(c)
@@ -902,20 +906,20 @@ func (l *evloop) relay(u *lupstream) {
 				need = min(x.left, sniffLen)
 			}
 			if avail >= need {
-				if !l.sendHead(c, u, need) {
-					u.deadline = 0
+				if done, err := l.sendHead(c, u, need); err != nil || !done {
+					l.clientWait(c, u, err)
 					return
 				}
 				continue
 			}
 		} else if avail > 0 {
 			n := int(min(avail, x.left))
-			done := l.output(c, u.in[u.r:u.r+n])
+			done, err := l.output(c, u.in[u.r:u.r+n])
 			u.r += n
 			x.left -= int64(n)
 			x.o.sent += int64(n)
-			if !done {
-				u.deadline = 0
+			if err != nil || !done {
+				l.clientWait(c, u, err)
 				return
 			}
 			continue
@@ -940,9 +944,20 @@ func (l *evloop) relay(u *lupstream) {
 	}
 }
 
+// clientWait ends relay's turn when the client's socket took less than it was given: the exchange is
+// aborted when err says the client is gone, and otherwise waits, the backend not being timed while
+// the client is slow to read.
+func (l *evloop) clientWait(c *lclient, u *lupstream, err error) {
+	if err != nil {
+		l.aborted(c, err, false)
+		return
+	}
+	u.deadline = 0
+}
+
 // sendHead writes the response head with the body bytes at hand, sniffing the first need of them
-// for a Content-Type. It returns false when the rest has to wait or the client is gone.
-func (l *evloop) sendHead(c *lclient, u *lupstream, need int64) bool {
+// for a Content-Type. It returns output's results.
+func (l *evloop) sendHead(c *lclient, u *lupstream, need int64) (bool, error) {
 	x := &c.x
 	var sniff []byte
 	if need > 0 {
@@ -962,13 +977,12 @@ func (l *evloop) sendHead(c *lclient, u *lupstream, need int64) bool {
 }
 
 // output sends b to c, or what the socket takes of it now, keeping the rest in c.out; over TLS it
-// goes through the tls.Conn, whose records land in c.out. output returns false when bytes wait for
-// the socket or the client is gone (the exchange is then aborted).
-func (l *evloop) output(c *lclient, b []byte) bool {
+// goes through the tls.Conn, whose records land in c.out. It returns false when bytes wait for the
+// socket, and an error when the client is gone; the caller decides what that ends.
+func (l *evloop) output(c *lclient, b []byte) (bool, error) {
 	if c.tls != nil {
 		if _, err := c.tls.Write(b); err != nil {
-			l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
-			return false
+			return false, fmt.Errorf("writing to the client: %w", err)
 		}
 		return l.flush(c)
 	}
@@ -978,24 +992,22 @@ func (l *evloop) output(c *lclient, b []byte) bool {
 		case err == unix.EAGAIN:
 			n = 0
 		case n <= 0:
-			l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
-			return false
+			return false, fmt.Errorf("writing to the client: %w", err)
 		case n == len(b):
-			return true
+			return true, nil
 		}
 		b = b[n:]
 		c.writable = false
 	}
 	c.out = append(c.out, b...)
-	return false
+	return false, nil
 }
 
-// flush writes c.out; it returns false when bytes still wait for the socket or the client is gone
-// (the exchange is then aborted).
-func (l *evloop) flush(c *lclient) bool {
+// flush writes c.out, with output's results.
+func (l *evloop) flush(c *lclient) (bool, error) {
 	for c.pending() {
 		if !c.writable {
-			return false
+			return false, nil
 		}
 		n, err := sockWrite(c.fd, c.out[c.sent:])
 		switch {
@@ -1004,10 +1016,9 @@ func (l *evloop) flush(c *lclient) bool {
 			if c.outShared { // the loop's TLS buffer serves the next connection meanwhile
 				c.out, c.sent, c.outShared = bytes.Clone(c.out[c.sent:]), 0, false
 			}
-			return false
+			return false, nil
 		case n <= 0:
-			l.aborted(c, fmt.Errorf("writing to the client: %w", err), false)
-			return false
+			return false, fmt.Errorf("writing to the client: %w", err)
 		}
 		c.sent += n
 	}
@@ -1015,7 +1026,7 @@ func (l *evloop) flush(c *lclient) bool {
 		c.out = nil
 	}
 	c.out, c.sent, c.outShared = c.out[:0], 0, false
-	return true
+	return true, nil
 }
 
 func (c *lclient) pending() bool { return c.sent < len(c.out) }
