@@ -18,7 +18,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -775,9 +774,6 @@ func (s *syncBuffer) String() string {
 // at once is closed quietly. crypto/tls answers the record with an alert the loop then fails to
 // write. Not parallel: it captures klog's output, where a panic the loop recovered from shows.
 func TestLoopTLSResetAfterBadRecord(t *testing.T) {
-	if os.Getenv("BAREGATE_LOOP_BUGS") == "" {
-		t.Skip("BUG (/tmp/bugs-looptls.md #1): readClient's flush of the alert fails and calls aborted, which panics on the missing exchange; BAREGATE_LOOP_BUGS=1 runs it")
-	}
 	h := newHarness(t)
 	be := loopBackend(t)
 	h.apply(simple("", "loop", be.addr))
