@@ -774,15 +774,16 @@ func (s *syncBuffer) String() string {
 // at once is closed quietly. crypto/tls answers the record with an alert the loop then fails to
 // write. Not parallel: it captures klog's output, where a panic the loop recovered from shows.
 func TestLoopTLSResetAfterBadRecord(t *testing.T) {
+	// Only the outputs, which klog guards with its lock: klog.CaptureState's Restore also rewrites
+	// what other goroutines read without it. Tests run with -logtostderr's default, true.
+	var logs syncBuffer
+	klog.SetOutput(io.Discard)
+	klog.SetOutputBySeverity("INFO", &logs) // the INFO log has every message once
+	klog.LogToStderr(false)
+	t.Cleanup(func() { klog.LogToStderr(true) })
 	h := newHarness(t)
 	be := loopBackend(t)
 	h.apply(simple("", "loop", be.addr))
-	state := klog.CaptureState()
-	defer state.Restore()
-	var logs syncBuffer
-	klog.LogToStderr(false)
-	klog.SetOutput(io.Discard)
-	klog.SetOutputBySeverity("INFO", &logs) // the INFO log has every message once
 	other := h.dialTLS(t, clientTLS(tls.VersionTLS13))
 	for i := range 40 {
 		raw, err := net.Dial("tcp", h.httpsAddr())
