@@ -71,6 +71,24 @@ func (h *harness) dialTLS(t *testing.T, conf *tls.Config) *rawConn {
 	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
 }
 
+// dialTLSOver connects to the HTTPS listener and returns a TLS client (handshake not done) over the
+// socket as wrap returns it (the socket itself when wrap is nil), with the socket.
+func (h *harness) dialTLSOver(t *testing.T, conf *tls.Config, wrap func(net.Conn) net.Conn) (*rawConn, *tls.Conn, net.Conn) {
+	t.Helper()
+	raw, err := net.Dial("tcp", h.httpsAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	nc := raw
+	if wrap != nil {
+		nc = wrap(raw)
+	}
+	c := tls.Client(nc, conf)
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}, c, raw
+}
+
 // waitListener waits for the gauge of open connections of listener to read n.
 func (h *harness) waitListener(t *testing.T, listener string, n float64) {
 	t.Helper()
@@ -476,14 +494,8 @@ func TestLoopTLSClose(t *testing.T) {
 		// before it closes, so that they cause no reset.
 		for _, tc := range []struct{ target, behind string }{{"/close", ""}, {"/big?n=300000", ""}, {"/close", "GET /unread HTTP/1.1\r\nHost: x\r\n\r\n"}} {
 			target := tc.target
-			raw, err := net.Dial("tcp", h.httpsAddr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			rt := &recordTypes{Conn: raw}
-			c := tls.Client(rt, clientTLS(version))
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+			rt := &recordTypes{}
+			rc, c, raw := h.dialTLSOver(t, clientTLS(version), func(nc net.Conn) net.Conn { rt.Conn = nc; return rt })
 			rc.get("/first")
 			rc.send("GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + tc.behind)
 			resp, body := rc.read("GET")
@@ -606,17 +618,11 @@ func TestLoopTLSGarbage(t *testing.T) {
 	for name, send := range garbage {
 		for _, version := range tlsVersions {
 			for _, used := range []bool{false, true} {
-				raw, err := net.Dial("tcp", h.httpsAddr())
-				if err != nil {
-					t.Fatal(err)
-				}
-				cc := &corruptConn{Conn: raw}
-				c := tls.Client(cc, clientTLS(version))
-				c.SetDeadline(time.Now().Add(20 * time.Second))
+				cc := &corruptConn{}
+				rc, c, raw := h.dialTLSOver(t, clientTLS(version), func(nc net.Conn) net.Conn { cc.Conn = nc; return cc })
 				if err := c.Handshake(); err != nil {
 					t.Fatal(err)
 				}
-				rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
 				if used {
 					rc.get("/before")
 				}
@@ -718,19 +724,14 @@ func TestLoopTLSHalfClosed(t *testing.T) {
 	for _, version := range tlsVersions {
 		for _, notify := range []bool{true, false} {
 			for _, n := range []int{1, 3} {
-				raw, err := net.Dial("tcp", h.httpsAddr())
-				if err != nil {
-					t.Fatal(err)
-				}
-				c := tls.Client(raw, clientTLS(version))
-				c.SetDeadline(time.Now().Add(20 * time.Second))
-				rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+				rc, c, raw := h.dialTLSOver(t, clientTLS(version), nil)
 				rc.get("/first")
 				var reqs strings.Builder
 				for i := range n {
 					fmt.Fprintf(&reqs, "GET /h%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
 				}
 				rc.send(reqs.String())
+				var err error
 				if notify {
 					err = c.CloseWrite()
 				} else {
@@ -786,13 +787,8 @@ func TestLoopTLSResetAfterBadRecord(t *testing.T) {
 	h.apply(simple("", "loop", be.addr))
 	other := h.dialTLS(t, clientTLS(tls.VersionTLS13))
 	for i := range 40 {
-		raw, err := net.Dial("tcp", h.httpsAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc := &corruptConn{Conn: raw}
-		c := tls.Client(cc, clientTLS(tlsVersions[i%2]))
-		c.SetDeadline(time.Now().Add(20 * time.Second))
+		cc := &corruptConn{}
+		_, c, raw := h.dialTLSOver(t, clientTLS(tlsVersions[i%2]), func(nc net.Conn) net.Conn { cc.Conn = nc; return cc })
 		if err := c.Handshake(); err != nil {
 			t.Fatal(err)
 		}
@@ -867,15 +863,8 @@ func TestLoopTLSShutdown(t *testing.T) {
 		rt  *recordTypes
 	}
 	dial := func(version uint16) conn {
-		raw, err := net.Dial("tcp", h.httpsAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { raw.Close() })
-		rt := &recordTypes{Conn: raw}
-		c := tls.Client(rt, clientTLS(version))
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+		rt := &recordTypes{}
+		rc, _, raw := h.dialTLSOver(t, clientTLS(version), func(nc net.Conn) net.Conn { rt.Conn = nc; return rt })
 		rc.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
 		rc.expect("GET", 200, "done /first")
 		return conn{rc, raw, rt}
@@ -1075,13 +1064,7 @@ func TestLoopTLSKeyUpdate(t *testing.T) {
 		var keys bytes.Buffer
 		conf := clientTLS(tls.VersionTLS13)
 		conf.KeyLogWriter = &keys
-		raw, err := net.Dial("tcp", h.httpsAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer raw.Close()
-		raw.SetDeadline(time.Now().Add(20 * time.Second))
-		c := tls.Client(raw, conf)
+		_, c, raw := h.dialTLSOver(t, conf, nil)
 		if err := c.Handshake(); err != nil {
 			t.Fatal(err)
 		}
