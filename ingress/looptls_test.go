@@ -41,6 +41,14 @@ import (
 // request, the socket's readiness says nothing of the records crypto/tls holds, writes are whole
 // records, and a close sends close_notify.
 
+// loopTLSHarness is a harness whose routes send every request to a loopBackend.
+func loopTLSHarness(t *testing.T) *harness {
+	h := newHarness(t)
+	be := loopBackend(t)
+	h.apply(simple("", "loop", be.addr))
+	return h
+}
+
 // tlsVersions are the client versions the tests alternate.
 var tlsVersions = []uint16{tls.VersionTLS12, tls.VersionTLS13}
 
@@ -257,9 +265,7 @@ func tlsClientRun(addr string, i int, version uint16, mode int) error {
 // that cut them anywhere; all are served on the loops.
 func TestLoopTLSManyClients(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	const clients = 96
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
@@ -287,9 +293,7 @@ func TestLoopTLSManyClients(t *testing.T) {
 // other TLS clients of the listener, some on its loop, are served.
 func TestLoopTLSBackpressure(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	// A small receive window: the loop's writes of records to this client find its socket full.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -400,9 +404,7 @@ func TestLoopTLSBackpressure(t *testing.T) {
 // crypto/tls's state, and answers in order.
 func TestLoopTLSHandOffs(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	type step struct{ method, req, want string }
 	gets := func(prefix string, n int) []step {
 		var out []step
@@ -486,9 +488,7 @@ func (r *recordTypes) Read(p []byte) (int, error) {
 // disturb the others, and the connections are let go of.
 func TestLoopTLSClose(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	for _, version := range tlsVersions {
 		// Requests behind the one with Connection: close are not answered; the server reads them
 		// before it closes, so that they cause no reset.
@@ -584,9 +584,7 @@ func (c *corruptConn) Write(p []byte) (int, error) {
 // the handshake has its connection closed; the other clients on the listener are unaffected.
 func TestLoopTLSGarbage(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	others := make([]*rawConn, 4)
 	for i := range others {
 		others[i] = h.dialTLS(t, clientTLS(tlsVersions[i%2]))
@@ -663,9 +661,7 @@ func TestLoopTLSGarbage(t *testing.T) {
 // process's goroutines.
 func TestLoopTLSALPN(t *testing.T) {
 	const perConn = "proxy.(*ConnServer).run"
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 
 	h2 := tlsClient("")
 	resp, err := h2.Get(h.httpsURL + "/h2")
@@ -718,9 +714,7 @@ func TestLoopTLSALPN(t *testing.T) {
 // or with a bare FIN, gets all their answers and then the end of the connection.
 func TestLoopTLSHalfClosed(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	for _, version := range tlsVersions {
 		for _, notify := range []bool{true, false} {
 			for _, n := range []int{1, 3} {
@@ -782,9 +776,7 @@ func TestLoopTLSResetAfterBadRecord(t *testing.T) {
 	klog.SetOutputBySeverity("INFO", &logs) // the INFO log has every message once
 	klog.LogToStderr(false)
 	t.Cleanup(func() { klog.LogToStderr(true) })
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	other := h.dialTLS(t, clientTLS(tls.VersionTLS13))
 	for i := range 40 {
 		cc := &corruptConn{}
@@ -921,9 +913,7 @@ func TestLoopTLSShutdown(t *testing.T) {
 // and the connection may leave the loop with them.
 func TestLoopTLSPipelinedBurst(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	const n = 400
 	for _, version := range tlsVersions {
 		for _, post := range []int{-1, 2, 333} { // the request that takes the connection off the loop
@@ -1057,9 +1047,7 @@ func (d *tls13Dir) open(r io.Reader) (byte, []byte, error) {
 // keys, on the loop and after a request that takes the connection off it.
 func TestLoopTLSKeyUpdate(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	be := loopBackend(t)
-	h.apply(simple("", "loop", be.addr))
+	h := loopTLSHarness(t)
 	for _, handOff := range []bool{false, true} {
 		var keys bytes.Buffer
 		conf := clientTLS(tls.VersionTLS13)
