@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,8 +32,9 @@ type harness struct {
 	recorder *record.FakeRecorder
 	reg      *prometheus.Registry
 	httpURL  string
-	httpsURL string
+	httpsURL string // "" without an HTTPS listener
 	gen      atomic.Uint64
+	stop     func() error // stops the Ingress (once, also at cleanup) and returns Run's error
 }
 
 func newHarness(t testing.TB, mut ...func(*Config)) *harness {
@@ -53,21 +55,28 @@ func newHarness(t testing.TB, mut ...func(*Config)) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ing.Run(ctx) }()
-	t.Cleanup(func() {
+	h.stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := h.stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})
 	for ing.Addrs() == nil {
 		select {
 		case err := <-done:
+			done <- err // for stop
 			t.Fatalf("Run ended early: %v", err)
 		case <-time.After(time.Millisecond):
 		}
 	}
 	addrs := ing.Addrs()
-	h.httpURL, h.httpsURL = "http://"+addrs[0].String(), "https://"+addrs[1].String()
+	h.httpURL = "http://" + addrs[0].String()
+	if len(addrs) > 1 {
+		h.httpsURL = "https://" + addrs[1].String()
+	}
 	return h
 }
 

@@ -3,7 +3,6 @@ package ingress
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -18,12 +17,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/tools/record"
-
-	"github.com/baregate/baregate/internal/cluster"
 )
 
 // Tests of the event loops (proxy/loop.go) through the HTTP listener, which serves plain HTTP/1.x
@@ -463,32 +456,8 @@ func TestLoopHandOffs(t *testing.T) {
 // stop cancels Run's context and returns what Run returned.
 func stoppableHarness(t *testing.T) (h *harness, stop func() error) {
 	t.Helper()
-	var cfg Config
-	cfg.AddFlags(newFlagSet())
-	cfg.HTTPAddress, cfg.HTTPSAddress = "127.0.0.1:0", ""
-	h = &harness{t: t, client: fake.NewClientset(), recorder: record.NewFakeRecorder(100), reg: prometheus.NewRegistry()}
-	ing, err := New(cfg, cluster.Deps{NodeName: "node1", Namespace: "baregate-system", Client: h.client, Recorder: h.recorder, Metrics: h.reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ing = ing
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ing.Run(ctx) }()
-	stop = sync.OnceValue(func() error {
-		cancel()
-		return <-done
-	})
-	t.Cleanup(func() { _ = stop() })
-	deadline := time.Now().Add(10 * time.Second)
-	for ing.Addrs() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the listener did not come up within 10s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	h.httpURL = "http://" + ing.Addrs()[0].String()
-	return h, stop
+	h = newHarness(t, func(c *Config) { c.HTTPSAddress = "" })
+	return h, h.stop
 }
 
 // TestLoopShutdown: stopping the Ingress closes the loops' idle connections at once, lets a request

@@ -3,7 +3,6 @@ package ingress
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -25,13 +24,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/chacha20poly1305"
-	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
-
-	"github.com/baregate/baregate/internal/cluster"
 )
 
 // Tests of the event loops serving TLS connections (proxy.LoopConn), through the HTTPS listener: the
@@ -809,30 +803,8 @@ func TestLoopTLSResetAfterBadRecord(t *testing.T) {
 // stoppableTLSHarness is stoppableHarness with the HTTPS listener as well.
 func stoppableTLSHarness(t *testing.T) (h *harness, stop func() error) {
 	t.Helper()
-	var cfg Config
-	cfg.AddFlags(newFlagSet())
-	cfg.HTTPAddress, cfg.HTTPSAddress = "127.0.0.1:0", "127.0.0.1:0"
-	h = &harness{t: t, client: fake.NewClientset(), recorder: record.NewFakeRecorder(100), reg: prometheus.NewRegistry()}
-	ing, err := New(cfg, cluster.Deps{NodeName: "node1", Namespace: "baregate-system", Client: h.client, Recorder: h.recorder, Metrics: h.reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.ing = ing
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ing.Run(ctx) }()
-	stop = sync.OnceValue(func() error {
-		cancel()
-		return <-done
-	})
-	t.Cleanup(func() { _ = stop() })
-	for deadline := time.Now().Add(10 * time.Second); ing.Addrs() == nil; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the listeners did not come up within 10s")
-		}
-	}
-	h.httpURL, h.httpsURL = "http://"+ing.Addrs()[0].String(), "https://"+ing.Addrs()[1].String()
-	return h, stop
+	h = newHarness(t)
+	return h, h.stop
 }
 
 // TestLoopTLSShutdown: stopping the Ingress closes the loops' idle TLS connections with
