@@ -164,34 +164,15 @@ func TestLoopBackpressure(t *testing.T) {
 		})
 	}
 
-	hash := sha256.New()
-	buf := make([]byte, 4096)
-	var got int64
-	for {
-		n, err := resp.Body.Read(buf)
-		hash.Write(buf[:n])
-		got += int64(n)
-		if got%(1<<20) < int64(n) {
-			// A pause after each MiB, long enough for the backend to have sent all it can: the
-			// loop's writes to this client fail with EAGAIN, and it is the client's readiness
-			// alone that must make the loop go on.
-			time.Sleep(300 * time.Millisecond)
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("reading the body after %d bytes: %v", got, err)
-		}
-	}
+	got, sum := readSlowly(t, resp.Body, 1<<20, 300*time.Millisecond) // the backend has sent all it can by then: only the client's readiness can make the loop go on
 	close(done)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Errorf("a fast client: %v", err)
 	}
-	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(hash.Sum(nil), want[:]) {
-		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, hash.Sum(nil), len(loopBody()), want)
+	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(sum, want[:]) {
+		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, sum, len(loopBody()), want)
 	}
 	// The connection goes on.
 	rc := &rawConn{t: t, c: slow, br: br}
@@ -814,5 +795,28 @@ func TestLoopRecordsRequests(t *testing.T) {
 	const bytesOut = "baregate_ingress_response_bytes_total"
 	if n := h.metric(bytesOut, "service", "default/loop"); n < 11000 || n > float64(10000+len(loopBody())) {
 		t.Errorf("%s{service=\"default/loop\"} = %v, want 10000 and what went of the 8 MiB", bytesOut, n)
+	}
+}
+
+// readSlowly reads body to its end in 4 KiB reads with a pause after every `every` bytes, and returns
+// how many bytes came and their SHA-256.
+func readSlowly(t *testing.T, body io.Reader, every int64, pause time.Duration) (int64, []byte) {
+	t.Helper()
+	hash := sha256.New()
+	buf := make([]byte, 4096)
+	var got int64
+	for {
+		n, err := body.Read(buf)
+		hash.Write(buf[:n])
+		got += int64(n)
+		if got%every < int64(n) {
+			time.Sleep(pause)
+		}
+		if err == io.EOF {
+			return got, hash.Sum(nil)
+		}
+		if err != nil {
+			t.Fatalf("reading the body after %d bytes: %v", got, err)
+		}
 	}
 }

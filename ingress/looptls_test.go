@@ -353,33 +353,15 @@ func TestLoopTLSBackpressure(t *testing.T) {
 		})
 	}
 
-	hash := sha256.New()
-	buf := make([]byte, 4096)
-	var got int64
-	for {
-		n, err := resp.Body.Read(buf)
-		hash.Write(buf[:n])
-		got += int64(n)
-		if got%(2<<20) < int64(n) {
-			// A pause long enough for the loop to find the socket full: only the client's
-			// readiness can make it go on.
-			time.Sleep(200 * time.Millisecond)
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("reading the body after %d bytes: %v", got, err)
-		}
-	}
+	got, sum := readSlowly(t, resp.Body, 2<<20, 200*time.Millisecond) // long enough for the loop to find the socket full
 	close(done)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Errorf("a fast client: %v", err)
 	}
-	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(hash.Sum(nil), want[:]) {
-		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, hash.Sum(nil), len(loopBody()), want)
+	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(sum, want[:]) {
+		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, sum, len(loopBody()), want)
 	}
 	for i, n := range served {
 		if n == 0 {
