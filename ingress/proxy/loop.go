@@ -24,8 +24,8 @@ import (
 	"github.com/baregate/baregate/ingress/route"
 )
 
-// The event-loop lane: plain HTTP/1.x client connections (cleartext, no PROXY header) are served by
-// a few event loops, one per CPU, instead of a goroutine each. A loop waits on all its sockets with
+// The event-loop lane: HTTP/1.x client connections without a PROXY header, cleartext or TLS after the
+// handshake (see LoopConn), are served by a few event loops, one per CPU, instead of a goroutine each. A loop waits on all its sockets with
 // an epoll instance of its own and reads or writes one only when the kernel said it can, as nginx
 // does. A goroutine per connection pays, per request, two reads that find nothing (Go's poller
 // reads before it parks) and a check of the pooled backend connection, besides a round trip

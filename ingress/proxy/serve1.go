@@ -19,9 +19,9 @@ import (
 	"github.com/baregate/baregate/ingress/route"
 )
 
-// The client-side fast path: one goroutine per HTTP/1.x connection reads its requests (plain TCP
-// connections start on an event loop instead, loop.go, which serves the direct lane's requests
-// itself and hands the connection here at the first other one). Each request takes one of three
+// The client-side fast path: one goroutine per HTTP/1.x connection reads its requests (connections a
+// server's event loops take, loop.go, start there instead: the loop serves the direct lane's
+// requests itself and hands the connection here at the first other one). Each request takes one of three
 // lanes, the leanest that can serve it:
 //   - the direct lane (direct.go): bodiless idempotent requests to routes that only forward, copied
 //     field by field to the backend and back without http.Request or http.Header;
@@ -48,8 +48,8 @@ type ConnServerOptions struct {
 	// ReadHeaderTimeout bounds reading a request head once its first byte came, IdleTimeout the wait
 	// for the next request on a kept-alive connection (http.Server's fields of the same names).
 	ReadHeaderTimeout, IdleTimeout time.Duration
-	// EventLoops is how many event loops serve plain TCP connections (loop.go); 0 serves every
-	// connection with a goroutine of its own.
+	// EventLoops is how many event loops serve the listener's connections (loop.go: plain TCP, or TLS
+	// over a LoopConn); 0 serves every connection with a goroutine of its own.
 	EventLoops int
 	// Done, when set, is called once for each connection given to ServeConn, when the server is done
 	// with it: closed, or handed over.
@@ -115,8 +115,8 @@ var (
 )
 
 // ServeConn serves c until it closes or is handed over; it closes c unless handing it over. A plain
-// TCP connection goes to an event loop when the server has them (loop.go), and ServeConn returns at
-// once.
+// TCP connection, or a tls.Conn built on a LoopConn, goes to an event loop when the server has them
+// (loop.go), and ServeConn returns at once.
 func (s *ConnServer) ServeConn(c net.Conn) {
 	if s.adopt(c) {
 		return
