@@ -1245,12 +1245,9 @@ func (l *evloop) abandon(c *lclient) {
 	l.closeClient(c)
 }
 
+// lingerClose closes c after the goroutine lane's linger.
 func lingerClose(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	}
-	_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	_, _ = io.Copy(io.Discard, io.LimitReader(c, 4<<20))
+	linger(c)
 	c.Close()
 }
 

@@ -274,12 +274,14 @@ func (fc *fconn) clearDeadline() {
 // linger closes the sending side of a connection the client is still writing to, and reads what it
 // sends for a moment, as net/http does: closing with unread bytes would reset the connection, and the
 // client could lose the response (413 to a large body) before reading it.
-func (fc *fconn) linger() {
-	if cw, ok := fc.c.(interface{ CloseWrite() error }); ok {
+func (fc *fconn) linger() { linger(fc.c) }
+
+func linger(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_ = fc.c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	_, _ = io.Copy(io.Discard, io.LimitReader(fc.c, 4<<20))
+	_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 4<<20))
 }
 
 // handover gives the connection, with the bytes read and not consumed, to net/http.
