@@ -2,8 +2,9 @@
 # bench-loop.sh: baregate's ingress with its event loops against the same build serving each client
 # connection with a goroutine (--ingress-disable-event-loop), one after the other in one run, on
 # loopback: the proxy pinned to CPU 1 (so one loop, GOMAXPROCS 1), wrk and an nginx static backend on
-# CPU 0. perf stat counts the proxy's CPU time and system calls per request, which the machine's load
-# moves far less than req/s. Prints a Markdown table.
+# CPU 0 (the small response from memory, as in bench-ingress.sh). perf stat counts the proxy's CPU
+# time and system calls per request, which the machine's load moves far less than req/s. Prints a
+# Markdown table.
 # Usage: hack/bench-loop.sh [duration, default 8s] [connections, default 64]
 set -euo pipefail
 DUR=${1:-8s}
@@ -28,14 +29,15 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$DIR/www" "$DIR/tmp"
 chmod 755 "$DIR" "$DIR/www"
-printf 'ok\n' >"$DIR/www/small"
 head -c 65536 /dev/urandom >"$DIR/www/64k"
 cat >"$DIR/backend.conf" <<CONF
 daemon off; pid $DIR/backend.pid; error_log $DIR/backend.err warn; worker_processes 1;
 events { worker_connections 8192; }
 http { access_log off; client_body_temp_path $DIR/tmp/b; proxy_temp_path $DIR/tmp/p; fastcgi_temp_path $DIR/tmp/f;
   uwsgi_temp_path $DIR/tmp/u; scgi_temp_path $DIR/tmp/s; keepalive_requests 1000000;
-  server { listen 127.0.0.1:18091 backlog=4096; root $DIR/www; default_type application/octet-stream; }
+  open_file_cache max=64 inactive=1h; open_file_cache_valid 1h;
+  server { listen 127.0.0.1:18091 backlog=4096; root $DIR/www; default_type application/octet-stream;
+    location = /small { return 200 "ok\\n"; } }
 }
 CONF
 (cd "$ROOT" && go build -o "$DIR/benchproxy" ./ingress/internal/benchproxy)
