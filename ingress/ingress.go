@@ -63,6 +63,7 @@ func New(cfg Config, deps cluster.Deps) (*Ingress, error) {
 	svcKey, _ := cfg.serviceKey()
 	p, err := proxy.New(proxy.Options{
 		Balance: cfg.Balance, ConnectTimeout: cfg.ConnectTimeout, ReadTimeout: cfg.ReadTimeout, SendTimeout: cfg.SendTimeout,
+		ClientSendTimeout:    cfg.ClientSendTimeout,
 		PassiveHealthTimeout: cfg.PassiveHealthTimeout, Retries: cfg.Retries, MaxIdleConnsPerEndpoint: cfg.MaxIdleConnsPerEndpoint,
 		ServerHeader: cfg.ServerHeader, TrustForwardedHeaders: cfg.TrustForwardedHeaders, AccessLog: cfg.AccessLog,
 		DisableFastPath: cfg.DisableFastPath, MaxConnsPerBackend: pc.MaxConnsPerBackend,

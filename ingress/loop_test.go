@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -108,20 +107,7 @@ func TestLoopBackpressure(t *testing.T) {
 
 	// A small receive buffer, set before connecting so that the window stays small: the loop
 	// finds the client's socket full early and often.
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err == nil {
-			err = serr
-		}
-		return err
-	}}
-	slow, err := d.Dial("tcp", strings.TrimPrefix(h.httpURL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	slow.SetDeadline(time.Now().Add(20 * time.Second))
+	slow := dialSmallWindow(t, strings.TrimPrefix(h.httpURL, "http://"), nil)
 	br := bufio.NewReaderSize(slow, 4096)
 	if _, err := io.WriteString(slow, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)

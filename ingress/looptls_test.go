@@ -289,21 +289,7 @@ func TestLoopTLSBackpressure(t *testing.T) {
 	t.Parallel()
 	h := loopTLSHarness(t)
 	// A small receive window: the loop's writes of records to this client find its socket full.
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err == nil {
-			err = serr
-		}
-		return err
-	}}
-	raw, err := d.Dial("tcp", h.httpsAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := tls.Client(raw, clientTLS(tls.VersionTLS13))
-	defer slow.Close()
-	slow.SetDeadline(time.Now().Add(25 * time.Second))
+	slow := dialSmallWindow(t, h.httpsAddr(), clientTLS(tls.VersionTLS13))
 	br := bufio.NewReaderSize(slow, 4096)
 	if _, err := io.WriteString(slow, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)

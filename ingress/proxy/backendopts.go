@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"hash/fnv"
 	"io"
@@ -111,13 +112,14 @@ func (h *handler) respondBuffered(w http.ResponseWriter, resp *http.Response, ep
 		dst["Content-Length"] = []string{strconv.Itoa(len(buf))}
 	}
 	w.WriteHeader(resp.StatusCode)
-	n, err := w.Write(buf)
+	// In pieces: the client send timeout bounds each write, and the whole buffer may be 64 MiB.
+	n, err := copyBody(w, bytes.NewReader(buf), false)
 	if err != nil {
-		return resp.StatusCode, int64(n), true
+		return resp.StatusCode, n, true
 	}
 	if len(buf) > maxBuffered {
 		m, err := copyBody(w, resp.Body, false)
-		return resp.StatusCode, int64(n) + m, err != nil
+		return resp.StatusCode, n + m, err != nil
 	}
-	return resp.StatusCode, int64(n), false
+	return resp.StatusCode, n, false
 }

@@ -331,7 +331,7 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 	}
 	keep = !head.close
 	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(fc.c)
+	bw.Reset(&fc.wc)
 	defer func() {
 		bw.Reset(nil)
 		writerPool.Put(bw)

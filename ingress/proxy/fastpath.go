@@ -257,10 +257,14 @@ func (b *h1Body) Close() error {
 		return nil
 	}
 	b.done = true
-	err := b.rc.Close()
-	if b.eof && b.keep && err == nil {
-		b.idle.put(b.conn, b.max, time.Now())
-		return nil
+	if !b.eof || !b.keep {
+		// Not rc.Close: net/http's body reader reads the rest of an unfinished body first (all of
+		// a chunked one, which may never end), and the connection is not kept anyway.
+		return b.conn.c.Close()
 	}
-	return b.conn.c.Close()
+	if err := b.rc.Close(); err != nil {
+		return b.conn.c.Close()
+	}
+	b.idle.put(b.conn, b.max, time.Now())
+	return nil
 }

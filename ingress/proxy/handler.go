@@ -37,6 +37,11 @@ const statusClientClosed = 499
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if r.ProtoMajor == 1 {
+		sw := &sendTimeoutRW{ResponseWriter: w, rc: http.NewResponseController(w), d: h.p.opts.ClientSendTimeout}
+		sw.refresh() // the connection's deadline may be a past request's: net/http sets none of its own
+		w = sw
+	}
 	st := h.p.state.Load()
 	var rt *route.Route
 	if st != nil {
@@ -440,3 +445,29 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 func (b *countingBody) Close() error { return nil }
+
+// sendTimeoutRW bounds each write of a response that net/http sends to an HTTP/1 client by the
+// client send timeout, as idleTimeoutConn bounds writes to backends. HTTP/2 is left alone: a
+// stream's write deadline resets the stream when it passes even if nothing is being written, which
+// would end quiet gRPC streams.
+type sendTimeoutRW struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+	dl time.Time
+}
+
+func (w *sendTimeoutRW) refresh() { _ = refresh(&w.dl, w.d, w.rc.SetWriteDeadline) }
+
+func (w *sendTimeoutRW) Write(p []byte) (int, error) {
+	w.refresh()
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *sendTimeoutRW) Flush() {
+	w.refresh()
+	_ = w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController (Hijack) reach net/http's writer.
+func (w *sendTimeoutRW) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -127,9 +127,11 @@ type lclient struct {
 	// before they are sent; bytes the socket does not take are copied out of it.
 	outShared bool
 	l         *evloop
-	deadline  int64 // unix nanoseconds; 0 for none
-	head      reqHead
-	x         exch
+	// deadline (unix nanoseconds, 0 for none) is the idle or header timeout's while a head is
+	// awaited, and the client send timeout's while response bytes wait for the socket.
+	deadline int64
+	head     reqHead
+	x        exch
 }
 
 // exch is the request a client connection has in flight.
@@ -946,13 +948,17 @@ func (l *evloop) relay(u *lupstream) {
 
 // clientWait ends relay's turn when the client's socket took less than it was given: the exchange is
 // aborted when err says the client is gone, and otherwise waits, the backend not being timed while
-// the client is slow to read.
+// the client is slow to read, and the client having the send timeout from its last progress (flush
+// clears the deadline when the socket takes bytes).
 func (l *evloop) clientWait(c *lclient, u *lupstream, err error) {
 	if err != nil {
 		l.aborted(c, err, false)
 		return
 	}
 	u.deadline = 0
+	if c.deadline == 0 {
+		c.deadline = l.after(l.s.h.p.opts.ClientSendTimeout)
+	}
 }
 
 // sendHead writes the response head with the body bytes at hand, sniffing the first need of them
@@ -1021,6 +1027,9 @@ func (l *evloop) flush(c *lclient) (bool, error) {
 			return false, fmt.Errorf("writing to the client: %w", err)
 		}
 		c.sent += n
+		if c.phase == cRelay {
+			c.deadline = 0
+		}
 	}
 	if c.outShared || cap(c.out) > loopReadMax {
 		c.out = nil
@@ -1046,6 +1055,7 @@ func (l *evloop) complete(c *lclient) {
 	c.in = c.in[:copy(c.in, c.in[c.used:])]
 	c.used = 0
 	c.phase = cHead
+	c.deadline = 0 // the send timeout's; readRequests sets the idle or header timeout
 	if !x.keep || l.s.shutting.Load() {
 		l.closeClient(c)
 		return
@@ -1116,7 +1126,9 @@ func (l *evloop) aborted(c *lclient, err error, fromBackend bool) {
 		l.s.h.p.opts.Logger.V(2).Info("Copying the response body failed", "upstream", x.ep.hostport, "err", err)
 	}
 	if c.pending() { // best effort: closing tells the client the rest is missing
-		_, _ = sockWrite(c.fd, c.out[c.sent:])
+		if n, _ := sockWrite(c.fd, c.out[c.sent:]); n > 0 {
+			c.sent += n // over TLS, closing sends the rest and an alert after it
+		}
 	}
 	l.closeUpstream(x.u)
 	x.u = nil
@@ -1287,9 +1299,18 @@ func (l *evloop) sweep() {
 	}
 	for fd := range l.slots {
 		sl := l.slots[fd]
-		if c := sl.c; c != nil && c.deadline != 0 && c.deadline <= l.now && c.phase == cHead {
-			l.closeClient(c) // idle, or a head that took too long
-			continue
+		if c := sl.c; c != nil && c.deadline != 0 && c.deadline <= l.now {
+			switch c.phase {
+			case cHead:
+				l.closeClient(c) // idle, or a head that took too long
+				continue
+			case cRelay:
+				l.cur = c
+				l.s.h.p.opts.Logger.V(2).Info("Closing a client that stopped reading its response", "client", c.remote, "timeout", l.s.h.p.opts.ClientSendTimeout)
+				l.aborted(c, nil, false) // the backend connection goes with it
+				l.cur = nil
+				continue
+			}
 		}
 		u := sl.u
 		if u == nil || u.deadline == 0 || u.deadline > l.now {

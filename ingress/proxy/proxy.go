@@ -24,10 +24,14 @@ import (
 
 // Options tune the proxy. New fills zero values with the defaults in brackets.
 type Options struct {
-	Balance                 string        // RoundRobin [default] or LeastInFlight
-	ConnectTimeout          time.Duration // [5s]
-	ReadTimeout             time.Duration // longest wait for each read from a backend [60s]
-	SendTimeout             time.Duration // longest wait for each write to a backend [60s]
+	Balance        string        // RoundRobin [default] or LeastInFlight
+	ConnectTimeout time.Duration // [5s]
+	ReadTimeout    time.Duration // longest wait for each read from a backend [60s]
+	SendTimeout    time.Duration // longest wait for each write to a backend [60s]
+	// ClientSendTimeout is the longest wait for each write to an HTTP/1 client, as nginx's
+	// send_timeout [60s]: a client that stops reading a response is disconnected, and the backend
+	// connection it held is freed. HTTP/2 streams are left to HTTP/2's flow control.
+	ClientSendTimeout       time.Duration
 	PassiveHealthTimeout    time.Duration // how long an endpoint that refused a connection is skipped [10s]
 	Retries                 int           // further endpoints tried after a connection failure [2]
 	MaxIdleConnsPerEndpoint int           // keep-alive connections kept per endpoint [1024]
@@ -59,6 +63,7 @@ func (o *Options) defaults() {
 	set(&o.ConnectTimeout, 5*time.Second)
 	set(&o.ReadTimeout, 60*time.Second)
 	set(&o.SendTimeout, 60*time.Second)
+	set(&o.ClientSendTimeout, 60*time.Second)
 	set(&o.PassiveHealthTimeout, 10*time.Second)
 	if o.Retries == 0 {
 		o.Retries = 2

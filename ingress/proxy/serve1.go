@@ -101,7 +101,8 @@ type fconn struct {
 	remote string
 	tls    *tls.ConnectionState // nil for plain connections
 	state  atomic.Int32
-	dl     time.Time // the read deadline set, zero for none
+	dl     time.Time       // the read deadline set, zero for none
+	wc     idleTimeoutConn // c with the client send timeout: the response writers write to it
 	head   reqHead
 	req    http.Request
 	url    url.URL
@@ -129,6 +130,7 @@ func (s *ConnServer) ServeConn(c net.Conn) {
 func (s *ConnServer) newConn(c net.Conn) *fconn {
 	fc := &fconn{s: s, c: c, br: readerPool.Get().(*bufio.Reader)}
 	fc.br.Reset(c)
+	fc.wc = idleTimeoutConn{Conn: c, write: s.h.p.opts.ClientSendTimeout}
 	inner := c
 	if pc, ok := c.(*prefixConn); ok {
 		inner = pc.Conn
@@ -288,6 +290,9 @@ func linger(c net.Conn) {
 func (fc *fconn) handover() {
 	fc.s.handed.Add(1)
 	fc.clearDeadline()
+	if !fc.wc.writeDL.IsZero() { // net/http sets none of its own, and may write before a handler does
+		_ = fc.c.SetWriteDeadline(time.Time{})
+	}
 	fc.s.opts.Handover(&handedConn{Conn: fc.c, br: fc.br})
 }
 
@@ -348,7 +353,7 @@ func (fc *fconn) respondWith(serve func(*fastRW, *http.Request) (aborted bool)) 
 	w := &fc.w
 	// The writer's buffer is taken for the request only: idle connections keep just their reader.
 	w.bw = writerPool.Get().(*bufio.Writer)
-	w.bw.Reset(fc.c)
+	w.bw.Reset(&fc.wc)
 	defer func() {
 		w.bw.Reset(nil)
 		writerPool.Put(w.bw)

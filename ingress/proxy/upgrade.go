@@ -37,7 +37,9 @@ func (h *handler) upgrade(w http.ResponseWriter, r *http.Request, resp *http.Res
 		_ = backend.Close()
 		close(done)
 	}()
-	n, _ := io.Copy(conn, backend)
+	// Each write to the client waits at most the client send timeout, as nginx bounds an upgraded
+	// connection's writes by send_timeout; reads wait for as long as the connection lives.
+	n, _ := io.Copy(&idleTimeoutConn{Conn: conn, write: h.p.opts.ClientSendTimeout}, backend)
 	_ = conn.Close()
 	<-done
 	return http.StatusSwitchingProtocols, n
