@@ -231,6 +231,7 @@ type directHead struct {
 	hasType  bool  // Content-Type or a Content-Encoding given: nothing to sniff
 	hasDate  bool
 	hasHSTS  bool
+	chunked  bool   // Transfer-Encoding: chunked, which only the event loop relays itself
 	conn     string // the Connection field's value, for the fields it names
 	size     int    // bytes of the head in the reader
 	fallback bool   // not for the lane: the handler reads it from the reader
@@ -256,7 +257,10 @@ func readDirectHead(br *bufio.Reader) (directHead, error) {
 }
 
 // parseDirectHead parses a response head; fallback is set for anything but a final response framed by
-// Content-Length (or bodiless by its status) with fields net/http would take as they are.
+// Content-Length or chunked (or bodiless by its status) with fields net/http would take as they are.
+// A chunked head is taken only as net/http takes it: one Transfer-Encoding field saying chunked and
+// nothing else, no Content-Length, an HTTP/1.1 response (net/http ignores the field in HTTP/1.0),
+// and no Trailer field (see evloop.gotHead).
 func parseDirectHead(s string) directHead {
 	rh := directHead{head: s, cl: -1, fallback: true}
 	line, rest, _ := strings.Cut(s, "\r\n")
@@ -285,7 +289,12 @@ func parseDirectHead(s string) directHead {
 			if rh.cl, ok = parseLength(value); !ok {
 				return rh
 			}
-		case "Transfer-Encoding", "Trailer":
+		case "Transfer-Encoding":
+			if rh.chunked || !strings.EqualFold(value, "chunked") {
+				return rh
+			}
+			rh.chunked = true
+		case "Trailer":
 			return rh
 		case "Content-Type":
 			rh.hasType = true
@@ -307,7 +316,10 @@ func parseDirectHead(s string) directHead {
 			closeTok, keepAlive = c, k
 		}
 	}
-	if rh.cl < 0 && bodyAllowed(rh.code) {
+	if rh.chunked && (rh.cl >= 0 || minor == 0) {
+		return rh
+	}
+	if rh.cl < 0 && !rh.chunked && bodyAllowed(rh.code) {
 		return rh // without a length (or for HEAD, where the handler takes the head's) net/http decides
 	}
 	rh.close = closeTok || minor == 0 && !keepAlive
@@ -320,7 +332,7 @@ func parseDirectHead(s string) directHead {
 func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoint, rh *directHead) (o outcome, keep bool) {
 	o.upstream = ep.hostport
 	head := &fc.head
-	if rh.fallback {
+	if rh.fallback || rh.chunked {
 		return fc.respondHandler(rt, c, ep)
 	}
 	c.br.Discard(rh.size)
@@ -347,7 +359,7 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 			return outcome{code: rh.code, upstream: ep.hostport, aborted: true}, false
 		}
 	}
-	writeDirectHead(bw, head.minor, fc.s.h.p.serverHdr[0], fc.hsts(rt), rh, sniff, keep)
+	writeDirectHead(bw, head.minor, fc.s.h.p.serverHdr[0], fc.hsts(rt), rh, sniff, "", keep)
 	o.code = rh.code
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -392,8 +404,8 @@ func (fc *fconn) respondDirect(st *state, rt *route.Route, c *h1Conn, ep *endpoi
 // writeDirectHead writes the response head as fastRW.commit writes what handler.respond makes of the
 // backend's head for a client speaking HTTP/1.minor: hop-by-hop fields and those named by Connection
 // dropped, our Server, the route's HSTS values, a Date and a sniffed Content-Type when the backend
-// sent none.
-func writeDirectHead(bw *bufio.Writer, minor int, server string, hsts []string, rh *directHead, sniff []byte, keep bool) {
+// sent none, and framing (a field line with its CRLF) when the body's framing is not the backend's.
+func writeDirectHead(bw *bufio.Writer, minor int, server string, hsts []string, rh *directHead, sniff []byte, framing string, keep bool) {
 	writeStatusLine(bw, minor, rh.code)
 	_, rest, _ := strings.Cut(rh.head, "\r\n")
 	for rest != "" {
@@ -422,6 +434,7 @@ func writeDirectHead(bw *bufio.Writer, minor int, server string, hsts []string, 
 	if len(sniff) > 0 {
 		writeField(bw, "Content-Type", http.DetectContentType(sniff))
 	}
+	bw.WriteString(framing)
 	writeConnection(bw, minor, !keep)
 	bw.WriteString("\r\n")
 }

@@ -150,9 +150,17 @@ type exch struct {
 	rh       directHead
 	headSent bool
 	ownHead  bool  // rh's strings were copied out of the read buffer
-	left     int64 // body bytes still to relay
-	keep     bool  // the client connection may serve another request
-	o        outcome
+	left     int64 // body bytes still to relay, for a Content-Length
+	// A chunked body is relayed with the backend's framing, which ch follows. An empty one goes
+	// out with Content-Length: 0 instead, as from the goroutine lane, which frames a body by the
+	// first bytes it has: chunked tells the two apart by the first chunk-size line before the head.
+	chunked bool
+	chStart bool // the first chunk-size line was seen
+	chEmpty bool
+	ch      chunkedBody
+	bodyErr error // the backend's body is malformed after the bytes relayed so far
+	keep    bool  // the client connection may serve another request
+	o       outcome
 }
 
 // lupstream is a backend connection of a loop.
@@ -869,16 +877,20 @@ func (l *evloop) readHead(u *lupstream) {
 }
 
 func (l *evloop) gotHead(u *lupstream, rh *directHead) {
-	if rh.fallback {
+	c := u.c
+	noBody := c.head.method == http.MethodHead || !bodyAllowed(rh.code)
+	// A chunked body needs an HTTP/1.1 client, and the goroutine lane sniffs a Content-Type from
+	// what its first read of the body has, which the loop does not know.
+	if rh.fallback || rh.chunked && (c.head.minor == 0 || !noBody && !rh.hasType) {
 		l.fallback(u)
 		return
 	}
-	c := u.c
 	x := &c.x
 	u.r += rh.size
 	x.rh, x.headSent = *rh, false
 	x.left = rh.cl
-	if c.head.method == http.MethodHead || !bodyAllowed(rh.code) {
+	x.chunked = rh.chunked && !noBody
+	if noBody || x.chunked {
 		x.left = 0
 	}
 	x.o = outcome{code: rh.code, upstream: x.ep.hostport}
@@ -891,13 +903,17 @@ func (l *evloop) relay(u *lupstream) {
 	c := u.c
 	x := &c.x
 	for {
+		if x.bodyErr != nil {
+			l.aborted(c, x.bodyErr, true)
+			return
+		}
 		if c.pending() {
 			if done, err := l.flush(c); err != nil || !done {
 				l.clientWait(c, u, err)
 				return
 			}
 		}
-		if x.headSent && x.left == 0 {
+		if x.headSent && (x.left == 0 && !x.chunked || x.chunked && x.ch.done()) {
 			l.complete(c)
 			return
 		}
@@ -907,23 +923,29 @@ func (l *evloop) relay(u *lupstream) {
 			if !x.rh.hasType {
 				need = min(x.left, sniffLen)
 			}
-			if avail >= need {
-				if done, err := l.sendHead(c, u, need); err != nil || !done {
+			ready, framing := avail >= need, ""
+			if x.chunked {
+				ready, framing = l.chunkedStart(x, u)
+			}
+			if x.bodyErr != nil {
+				continue
+			}
+			if ready {
+				if done, err := l.sendHead(c, u, need, framing); err != nil || !done {
 					l.clientWait(c, u, err)
 					return
 				}
 				continue
 			}
-		} else if avail > 0 {
-			n := int(min(avail, x.left))
+		} else if n := l.bodyBytes(x, u.in[u.r:u.w]); n > 0 {
 			done, err := l.output(c, u.in[u.r:u.r+n])
 			u.r += n
-			x.left -= int64(n)
-			x.o.sent += int64(n)
 			if err != nil || !done {
 				l.clientWait(c, u, err)
 				return
 			}
+			continue
+		} else if x.bodyErr != nil || x.chunked && x.ch.done() {
 			continue
 		}
 		if !u.readable {
@@ -963,23 +985,67 @@ func (l *evloop) clientWait(c *lclient, u *lupstream, err error) {
 
 // sendHead writes the response head with the body bytes at hand, sniffing the first need of them
 // for a Content-Type. It returns output's results.
-func (l *evloop) sendHead(c *lclient, u *lupstream, need int64) (bool, error) {
+func (l *evloop) sendHead(c *lclient, u *lupstream, need int64, framing string) (bool, error) {
 	x := &c.x
 	var sniff []byte
 	if need > 0 {
 		sniff = u.in[u.r : u.r+int(need)]
 	}
 	l.sink.b = l.obuf[:0]
-	writeDirectHead(l.bw, c.head.minor, l.s.h.p.serverHdr[0], hstsFor(l.s.h, x.rt), &x.rh, sniff, x.keep)
+	writeDirectHead(l.bw, c.head.minor, l.s.h.p.serverHdr[0], hstsFor(l.s.h, x.rt), &x.rh, sniff, framing, x.keep)
 	_ = l.bw.Flush()
-	k := min(int64(u.w-u.r), x.left)
-	out := append(l.sink.b, u.in[u.r:u.r+int(k)]...)
+	k := l.bodyBytes(x, u.in[u.r:u.w])
+	out := append(l.sink.b, u.in[u.r:u.r+k]...)
 	l.obuf = out[:0]
-	u.r += int(k)
-	x.left -= k
-	x.o.sent += k
+	u.r += k
 	x.headSent = true
 	return l.output(c, out)
+}
+
+// bodyBytes returns how many of the bytes at the start of b are the response body's to relay now,
+// and counts them as relayed. A malformed chunked body sets x.bodyErr after the valid bytes.
+func (l *evloop) bodyBytes(x *exch, b []byte) int {
+	if !x.chunked {
+		k := int(min(int64(len(b)), x.left))
+		x.left -= int64(k)
+		x.o.sent += int64(k)
+		return k
+	}
+	n, data, err := x.ch.scan(b)
+	x.o.sent += data
+	if err != nil {
+		x.bodyErr = fmt.Errorf("reading a chunked response body: %w", err)
+	}
+	return n
+}
+
+const (
+	framingChunked = "Transfer-Encoding: chunked\r\n"
+	framingEmpty   = "Content-Length: 0\r\n"
+)
+
+// chunkedStart tells, before the head of a chunked response is sent, whether the head can go and
+// with which framing field: chunked once the first chunk-size line says the body has data, and
+// Content-Length: 0 when it says the body is empty, once the body (trailers included, which the
+// goroutine lane drops then) has been read and dropped.
+func (l *evloop) chunkedStart(x *exch, u *lupstream) (bool, string) {
+	if !x.chStart {
+		probe := x.ch
+		n, _, err := probe.step(u.in[u.r:u.w])
+		switch {
+		case err != nil:
+			x.bodyErr = fmt.Errorf("reading a chunked response body: %w", err)
+			return false, ""
+		case n == 0:
+			return false, ""
+		}
+		x.chStart, x.chEmpty = true, probe.state != chData
+		if !x.chEmpty {
+			return true, framingChunked // the line goes out with the head, from the scan
+		}
+	}
+	u.r += l.bodyBytes(x, u.in[u.r:u.w])
+	return x.ch.done(), framingEmpty
 }
 
 // output sends b to c, or what the socket takes of it now, keeping the rest in c.out; over TLS it
@@ -1499,6 +1565,10 @@ func (s *ConnServer) adopt(c net.Conn) bool {
 	}
 	return true
 }
+
+// Looped returns how many client connections the event loops serve now: those that went to a
+// goroutine or closed are not counted.
+func (s *ConnServer) Looped() int64 { return s.looped.Load() }
 
 // track counts fc among the connections Shutdown waits for.
 func (s *ConnServer) track(fc *fconn) {
