@@ -22,7 +22,8 @@ import (
 // back the same way, without http.Request, http.Header or http.Response: building and walking those
 // maps cost more than the rest of a small exchange. The bytes on both wires are those the handler
 // sends (ingress/lanes_test.go compares them); a response head the lane does not fully understand
-// (no Content-Length, 1xx, fields net/http would refuse) is finished by the handler's respond.
+// (no Content-Length, 1xx, fields net/http would refuse) is finished by the handler's respond, and so
+// is a chunked one, which only the event loop relays itself.
 
 // directOK reports whether the request h can take the direct lane to rt.
 func (s *ConnServer) directOK(h *reqHead, st *state, rt *route.Route) bool {

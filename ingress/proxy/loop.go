@@ -34,7 +34,9 @@ import (
 // A loop serves what the direct lane serves (direct.go), with the same code for the bytes on both
 // wires. Anything else hands the client connection, with the bytes read and not consumed, to a
 // goroutine of the fast path (serve1.go) for the rest of its life: a request the direct lane does
-// not take, a response it does not relay itself (no Content-Length, 1xx), and error answers.
+// not take, a response the loop does not relay itself (neither Content-Length nor chunked framing,
+// 1xx, announced trailers, see gotHead), and error answers. A chunked body goes to the client with
+// the backend's framing, which chunkedBody follows to find its end.
 //
 // The loop's epoll descriptor is itself waited on through Go's poller, so a loop with nothing to do
 // parks like any goroutine. Client sockets stay registered with Go's poller too, which lets a
