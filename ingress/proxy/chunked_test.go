@@ -129,3 +129,34 @@ func TestChunkedBody(t *testing.T) {
 		})
 	}
 }
+
+func TestParseDirectHeadChunked(t *testing.T) {
+	for _, tc := range []struct {
+		name, fields string
+		line         string // the status line, HTTP/1.1 200 OK when empty
+		fallback     bool
+		trailer      string
+	}{
+		{name: "chunked", fields: "Transfer-Encoding: chunked"},
+		{name: "in another case", fields: "transfer-encoding:  Chunked "},
+		{name: "204", line: "HTTP/1.1 204 No Content", fields: "Transfer-Encoding: chunked"},
+		{name: "gzip, chunked", fields: "Transfer-Encoding: gzip, chunked", fallback: true},
+		{name: "two fields", fields: "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", fallback: true},
+		{name: "identity", fields: "Transfer-Encoding: identity", fallback: true},
+		{name: "and Content-Length", fields: "Transfer-Encoding: chunked\r\nContent-Length: 5", fallback: true},
+		{name: "HTTP/1.0", line: "HTTP/1.0 200 OK", fields: "Transfer-Encoding: chunked", fallback: true},
+		{name: "Trailer without chunked", fields: "Trailer: X-A\r\nContent-Length: 2", fallback: true},
+		{name: "announced trailers", fields: "Trailer: x-a, X-B ,\r\nTransfer-Encoding: chunked\r\nTrailer: X-A,x-c", trailer: "X-A, X-B, X-C"},
+		{name: "an empty Trailer", fields: "Trailer:\r\nTransfer-Encoding: chunked"},
+		{name: "Content-Length announced", fields: "Trailer: X-A, content-length\r\nTransfer-Encoding: chunked", fallback: true},
+		{name: "Trailer announced", fields: "Trailer: trailer\r\nTransfer-Encoding: chunked", fallback: true},
+		{name: "an invalid name announced", fields: "Trailer: bad name\r\nTransfer-Encoding: chunked", fallback: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rh := parseDirectHead(cmpOr(tc.line, "HTTP/1.1 200 OK") + "\r\nContent-Type: text/plain\r\n" + tc.fields)
+			if rh.fallback != tc.fallback || !rh.fallback && (!rh.chunked || rh.trailer != tc.trailer) {
+				t.Errorf("fallback %v, chunked %v, trailer %q; want fallback %v, trailer %q", rh.fallback, rh.chunked, rh.trailer, tc.fallback, tc.trailer)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 
@@ -233,6 +234,7 @@ type directHead struct {
 	hasDate  bool
 	hasHSTS  bool
 	chunked  bool   // Transfer-Encoding: chunked, which only the event loop relays itself
+	trailer  string // the Trailer field for the client: the canonical names the backend announced
 	conn     string // the Connection field's value, for the fields it names
 	size     int    // bytes of the head in the reader
 	fallback bool   // not for the lane: the handler reads it from the reader
@@ -261,7 +263,7 @@ func readDirectHead(br *bufio.Reader) (directHead, error) {
 // Content-Length or chunked (or bodiless by its status) with fields net/http would take as they are.
 // A chunked head is taken only as net/http takes it: one Transfer-Encoding field saying chunked and
 // nothing else, no Content-Length, an HTTP/1.1 response (net/http ignores the field in HTTP/1.0),
-// and no Trailer field (see evloop.gotHead).
+// and Trailer fields that announce valid field names other than the framing's.
 func parseDirectHead(s string) directHead {
 	rh := directHead{head: s, cl: -1, fallback: true}
 	line, rest, _ := strings.Cut(s, "\r\n")
@@ -270,7 +272,8 @@ func parseDirectHead(s string) directHead {
 		return rh
 	}
 	rh.code = code
-	var closeTok, keepAlive, sawEncoding bool
+	var closeTok, keepAlive, sawEncoding, sawTrailer bool
+	var announced []string // the Trailer fields' values
 	for rest != "" {
 		var f string
 		f, rest, _ = strings.Cut(rest, "\r\n")
@@ -296,7 +299,8 @@ func parseDirectHead(s string) directHead {
 			}
 			rh.chunked = true
 		case "Trailer":
-			return rh
+			sawTrailer = true
+			announced = append(announced, value)
 		case "Content-Type":
 			rh.hasType = true
 		case "Content-Encoding": // the first one decides, as http.Header.Get
@@ -317,8 +321,14 @@ func parseDirectHead(s string) directHead {
 			closeTok, keepAlive = c, k
 		}
 	}
-	if rh.chunked && (rh.cl >= 0 || minor == 0) {
+	if rh.chunked && (rh.cl >= 0 || minor == 0) || sawTrailer && !rh.chunked {
 		return rh
+	}
+	if sawTrailer {
+		var ok bool
+		if rh.trailer, ok = trailerField(announced); !ok {
+			return rh
+		}
 	}
 	if rh.cl < 0 && !rh.chunked && bodyAllowed(rh.code) {
 		return rh // without a length (or for HEAD, where the handler takes the head's) net/http decides
@@ -326,6 +336,31 @@ func parseDirectHead(s string) directHead {
 	rh.close = closeTok || minor == 0 && !keepAlive
 	rh.fallback = false
 	return rh
+}
+
+// trailerField returns the Trailer field handler.respond sends for a chunked response whose Trailer
+// fields have values: the names they list, canonical and once each ("" for none). It is not ok for
+// names net/http refuses there (it fails the response) and for invalid ones.
+func trailerField(values []string) (string, bool) {
+	var names []string
+	for _, v := range values {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = textproto.TrimString(name); name == "" {
+				continue
+			}
+			if !httpguts.ValidHeaderFieldName(name) {
+				return "", false
+			}
+			switch name = textproto.CanonicalMIMEHeaderKey(name); name {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+				return "", false
+			}
+			if !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
+	}
+	return strings.Join(names, ", "), true
 }
 
 // respondDirect relays the response whose head is rh from c to the client. It returns how it went
@@ -434,6 +469,9 @@ func writeDirectHead(bw *bufio.Writer, minor int, server string, hsts []string, 
 	}
 	if len(sniff) > 0 {
 		writeField(bw, "Content-Type", http.DetectContentType(sniff))
+	}
+	if rh.trailer != "" {
+		writeField(bw, "Trailer", rh.trailer)
 	}
 	bw.WriteString(framing)
 	writeConnection(bw, minor, !keep)

@@ -35,7 +35,7 @@ import (
 // wires. Anything else hands the client connection, with the bytes read and not consumed, to a
 // goroutine of the fast path (serve1.go) for the rest of its life: a request the direct lane does
 // not take, a response the loop does not relay itself (neither Content-Length nor chunked framing,
-// 1xx, announced trailers, see gotHead), and error answers. A chunked body goes to the client with
+// 1xx, see gotHead), and error answers. A chunked body goes to the client with
 // the backend's framing, which chunkedBody follows to find its end.
 //
 // The loop's epoll descriptor is itself waited on through Go's poller, so a loop with nothing to do
@@ -153,9 +153,9 @@ type exch struct {
 	headSent bool
 	ownHead  bool  // rh's strings were copied out of the read buffer
 	left     int64 // body bytes still to relay, for a Content-Length
-	// A chunked body is relayed with the backend's framing, which ch follows. An empty one goes
-	// out with Content-Length: 0 instead, as from the goroutine lane, which frames a body by the
-	// first bytes it has: chunked tells the two apart by the first chunk-size line before the head.
+	// A chunked body is relayed with the backend's framing, which ch follows. An empty one without
+	// announced trailers goes out with Content-Length: 0 instead, as from the goroutine lane, which
+	// frames a body by the first bytes it has: the first chunk-size line tells, before the head.
 	chunked bool
 	chStart bool // the first chunk-size line was seen
 	chEmpty bool
@@ -957,7 +957,7 @@ func (l *evloop) relay(u *lupstream) {
 			return
 		}
 		if !x.headSent && !x.ownHead { // fill may move the bytes the head's strings point into
-			x.rh.head, x.rh.conn = strings.Clone(x.rh.head), strings.Clone(x.rh.conn)
+			x.rh.head, x.rh.conn, x.rh.trailer = strings.Clone(x.rh.head), strings.Clone(x.rh.conn), strings.Clone(x.rh.trailer)
 			x.ownHead = true
 		}
 		if _, err := l.fill(u); err != nil {
@@ -1041,7 +1041,8 @@ func (l *evloop) chunkedStart(x *exch, u *lupstream) (bool, string) {
 		case n == 0:
 			return false, ""
 		}
-		x.chStart, x.chEmpty = true, probe.state != chData
+		// With trailers announced, the goroutine lane sends an empty body chunked, with them.
+		x.chStart, x.chEmpty = true, probe.state != chData && x.rh.trailer == ""
 		if !x.chEmpty {
 			return true, framingChunked // the line goes out with the head, from the scan
 		}
