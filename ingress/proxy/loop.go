@@ -35,8 +35,8 @@ import (
 // wires. Anything else hands the client connection, with the bytes read and not consumed, to a
 // goroutine of the fast path (serve1.go) for the rest of its life: a request the direct lane does
 // not take, a response the loop does not relay itself (neither Content-Length nor chunked framing,
-// 1xx, see gotHead), and error answers. A chunked body goes to the client with
-// the backend's framing, which chunkedBody follows to find its end.
+// 1xx, see gotHead), and error answers. A chunked body goes to the client with the backend's
+// framing, which chunkedBody follows to find its end.
 //
 // The loop's epoll descriptor is itself waited on through Go's poller, so a loop with nothing to do
 // parks like any goroutine. Client sockets stay registered with Go's poller too, which lets a
@@ -1043,9 +1043,9 @@ func (l *evloop) chunkedStart(x *exch, u *lupstream) (bool, string) {
 		}
 		// With trailers announced, the goroutine lane sends an empty body chunked, with them.
 		x.chStart, x.chEmpty = true, probe.state != chData && x.rh.trailer == ""
-		if !x.chEmpty {
-			return true, framingChunked // the line goes out with the head, from the scan
-		}
+	}
+	if !x.chEmpty {
+		return true, framingChunked // the line goes out with the head, from the scan
 	}
 	u.r += l.bodyBytes(x, u.in[u.r:u.w])
 	return x.ch.done(), framingEmpty
