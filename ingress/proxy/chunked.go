@@ -126,6 +126,11 @@ func (p *chunkedBody) step(b []byte) (n int, data int64, err error) {
 			return 0, 0, errTrailerLong
 		}
 		if err != nil || n == 0 {
+			if err != nil {
+				// net/http's textproto takes bare LF line ends here; passed on as they are, they
+				// might make another parser see other fields.
+				err = errTrailer
+			}
 			return 0, 0, err
 		}
 		p.trailer += n

@@ -85,8 +85,9 @@ func TestChunkedBody(t *testing.T) {
 		{name: "trailer with a space before the colon", in: "0\r\nX-A : b\r\n\r\n", end: -1, err: errTrailer, differs: true},
 		{name: "trailer with an empty name", in: "0\r\n: b\r\n\r\n", end: -1, err: errTrailer},
 		{name: "trailer with a control character", in: "0\r\nX-A: a\x00b\r\n\r\n", end: -1, err: errTrailer},
-		{name: "trailer with a bare LF", in: "0\r\nX-A: b\n\r\n", end: -1, err: errChunkLine},
-		{name: "folded trailer", in: "0\r\nX-A: a\r\n b\r\n\r\n", end: -1, err: errTrailer, differs: true}, // textproto unfolds it
+		{name: "trailer with a bare LF", in: "0\r\nX-A: b\n\r\n", end: -1, err: errTrailer},
+		{name: "trailers ended by a bare LF", in: "0\r\n\n0\r\n\r\n", end: -1, err: errTrailer, differs: true}, // textproto takes LF as a line end
+		{name: "folded trailer", in: "0\r\nX-A: a\r\n b\r\n\r\n", end: -1, err: errTrailer, differs: true},     // textproto unfolds it
 		// net/http's limit is its reader's buffer: 4 KiB here, 16 KiB on the goroutine lane.
 		{name: "trailer section too long", in: "0\r\n" + strings.Repeat("X-A: "+strings.Repeat("v", 100)+"\r\n", chunkTrailers/100) + "\r\n", end: -1, err: errTrailerLong},
 	} {
@@ -159,4 +160,29 @@ func TestParseDirectHeadChunked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzChunkedBody checks the parser against net/http's client on the same bytes, split in two reads:
+// a body one takes whole, the other takes whole with the same data, and one refuses, the other
+// refuses or waits for more, but for the differences TestChunkedBody lists (trailer fields
+// net/http's textproto takes and the parser does not).
+func FuzzChunkedBody(f *testing.F) {
+	for _, s := range []string{"5\r\nhello\r\n0\r\n\r\n", "0\r\n\r\n", "3;x=y\r\nabc\r\n0\r\nA: b\r\n\r\n", "1\r\nx\r\n", "zz\r\n", "5\r\nhelloXY", "0\r\nX: a\r\n b\r\n\r\n"} {
+		f.Add(s, 3)
+	}
+	f.Fuzz(func(t *testing.T, in string, split int) {
+		split = max(0, min(split, len(in)))
+		n, data, done, err := feedChunked([]string{in[:split], in[split:]})
+		body, _, herr := netHTTPChunked(in)
+		switch {
+		case done && herr != nil:
+			t.Fatalf("the parser took %d bytes of %q (%d data), net/http refused it: %v", n, in, data, herr)
+		case done && int64(len(body)) != data:
+			t.Fatalf("the parser found %d data bytes in %q, net/http %d", data, in, len(body))
+		case herr == nil && err != nil && !errors.Is(err, errTrailer) && !errors.Is(err, errTrailerLong):
+			t.Fatalf("net/http took %q, the parser refused it: %v", in, err)
+		case herr == nil && err == nil && !done:
+			t.Fatalf("net/http took %q, the parser waits for more after %d bytes", in, n)
+		}
+	})
 }
