@@ -32,7 +32,8 @@ var loopBody = sync.OnceValue(func() []byte {
 })
 
 // loopBackend serves /big (loopBody, Content-Length framed, or its first n bytes with ?n=),
-// /chunked (a chunked body) and, for any other path, the echo of the request (method, path, query
+// /chunked (a chunked body without a Content-Type, which the loop leaves to a goroutine: the
+// goroutine lane sniffs one from its first read) and, for any other path, the echo of the request (method, path, query
 // and body) with a Content-Length.
 func loopBackend(t *testing.T) *backend {
 	return startBackend(t, "loop", false, func(w http.ResponseWriter, r *http.Request) {
@@ -46,6 +47,7 @@ func loopBackend(t *testing.T) *backend {
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			_, _ = w.Write(body)
 		case "/chunked":
+			w.Header()["Content-Type"] = nil // no sniffing by the backend either
 			for i := range 3 {
 				fmt.Fprintf(w, "part%d;", i)
 				w.(http.Flusher).Flush()
@@ -555,8 +557,8 @@ func TestLoopActiveConnections(t *testing.T) {
 		rcs = append(rcs, rc)
 	}
 	h.waitActive(t, 10)
-	// One goes to a goroutine for a request with a body, one for a chunked response, one to
-	// net/http for an Expect.
+	// One goes to a goroutine for a request with a body, one for a chunked response without a
+	// Content-Type, one to net/http for an Expect.
 	rcs[0].send("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
 	rcs[0].expect("POST", 200, "POST /p ? [hi]")
 	rcs[1].send("GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")

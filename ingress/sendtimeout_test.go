@@ -22,8 +22,9 @@ var hugePiece = bytes.Repeat([]byte("0123456789abcdef"), 4096)
 
 const hugePieces = 1024
 
-// sendTimeoutBackend serves /huge (Content-Length framed), /chunked-huge (the same, chunked) and /ws
-// (a 101, then the same bytes). Each response reports on the channel when a write to the proxy
+// sendTimeoutBackend serves /huge (Content-Length framed), /chunked-huge (the same, chunked; with
+// ?untyped without a Content-Type, which the event loop leaves to a goroutine) and /ws (a 101, then
+// the same bytes). Each response reports on the channel when a write to the proxy
 // fails: the proxy closed the backend connection the response held.
 func sendTimeoutBackend(t *testing.T) (*backend, <-chan error) {
 	failed := make(chan error, 16)
@@ -34,6 +35,9 @@ func sendTimeoutBackend(t *testing.T) (*backend, <-chan error) {
 		case "/huge":
 			w.Header().Set("Content-Length", strconv.Itoa(pieces*len(piece)))
 		case "/chunked-huge":
+			if r.URL.Query().Has("untyped") {
+				w.Header()["Content-Type"] = nil
+			}
 		case "/ws":
 			w.Header().Set("Connection", "Upgrade")
 			w.Header().Set("Upgrade", "websocket")
@@ -105,7 +109,9 @@ func TestClientSendTimeout(t *testing.T) {
 		{name: "event loop", path: "/huge", total: 64 << 20},
 		{name: "event loop over TLS", tls: true, path: "/huge", total: 64 << 20},
 		{name: "goroutine direct lane", cfg: func(c *Config) { c.DisableEventLoop = true }, path: "/huge", total: 64 << 20},
-		{name: "goroutine handler lane (chunked)", path: "/chunked-huge", total: 64 << 20},
+		{name: "event loop, chunked", path: "/chunked-huge", total: 64 << 20},
+		{name: "goroutine handler lane, chunked", cfg: func(c *Config) { c.DisableEventLoop = true }, path: "/chunked-huge", total: 64 << 20},
+		{name: "handed over by the event loop, chunked", path: "/chunked-huge?untyped", total: 64 << 20},
 		{name: "net/http", cfg: func(c *Config) { c.DisableFastPath = true }, path: "/huge", total: 64 << 20},
 		{name: "net/http over TLS", cfg: func(c *Config) { c.DisableFastPath = true }, tls: true, path: "/huge", total: 64 << 20},
 		{name: "upgraded connection", path: "/ws", total: -1},
@@ -206,16 +212,18 @@ func TestClientSendTimeout(t *testing.T) {
 }
 
 // TestClientGoneMidChunkedResponse: a client that goes away in the middle of a chunked response
-// frees the backend connection at once, in the goroutine lanes that relay chunked responses, instead
-// of the proxy reading the rest of the body first (which may never end).
+// frees the backend connection at once, in every lane that relays chunked responses, instead of the
+// proxy reading the rest of the body first (which may never end).
 func TestClientGoneMidChunkedResponse(t *testing.T) {
 	t.Parallel()
 	for _, lane := range []struct {
 		name string
 		cfg  func(*Config)
+		path string
 	}{
-		{name: "handed over by the event loop"},
-		{name: "goroutine lane", cfg: func(c *Config) { c.DisableEventLoop = true }},
+		{name: "event loop", path: "/chunked-huge"},
+		{name: "handed over by the event loop", path: "/chunked-huge?untyped"},
+		{name: "goroutine lane", cfg: func(c *Config) { c.DisableEventLoop = true }, path: "/chunked-huge"},
 	} {
 		t.Run(lane.name, func(t *testing.T) {
 			t.Parallel()
@@ -227,7 +235,7 @@ func TestClientGoneMidChunkedResponse(t *testing.T) {
 			be, failed := sendTimeoutBackend(t)
 			h.apply(simple("", "slowclient", be.addr))
 			rc := h.dial(t)
-			rc.send("GET /chunked-huge HTTP/1.1\r\nHost: x\r\n\r\n")
+			rc.send("GET " + lane.path + " HTTP/1.1\r\nHost: x\r\n\r\n")
 			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
 			if err != nil {
 				t.Fatal(err)
