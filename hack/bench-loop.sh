@@ -2,9 +2,9 @@
 # bench-loop.sh: baregate's ingress with its event loops against the same build serving each client
 # connection with a goroutine (--ingress-disable-event-loop), one after the other in one run, on
 # loopback: the proxy pinned to CPU 1 (so one loop, GOMAXPROCS 1), wrk and an nginx static backend on
-# CPU 0 (the small response from memory, as in bench-ingress.sh). perf stat counts the proxy's CPU
-# time and system calls per request, which the machine's load moves far less than req/s. Prints a
-# Markdown table.
+# CPU 0 (the small response from memory, as in bench-ingress.sh, and chunked). perf stat counts the
+# proxy's CPU time and system calls per request, which the machine's load moves far less than req/s.
+# Prints a Markdown table.
 # Usage: hack/bench-loop.sh [duration, default 8s] [connections, default 64]
 set -euo pipefail
 DUR=${1:-8s}
@@ -37,7 +37,9 @@ http { access_log off; client_body_temp_path $DIR/tmp/b; proxy_temp_path $DIR/tm
   uwsgi_temp_path $DIR/tmp/u; scgi_temp_path $DIR/tmp/s; keepalive_requests 1000000;
   open_file_cache max=64 inactive=1h; open_file_cache_valid 1h;
   server { listen 127.0.0.1:18091 backlog=4096; root $DIR/www; default_type application/octet-stream;
-    location = /small { return 200 "ok\\n"; } }
+    location = /small { return 200 "ok\\n"; }
+    # The same body, chunked (sub_filter drops the length), as dynamic backends often answer.
+    location = /chunked { default_type text/plain; sub_filter_types text/plain; sub_filter zz z; return 200 "ok\\n"; } }
 }
 CONF
 (cd "$ROOT" && go build -o "$DIR/benchproxy" ./ingress/internal/benchproxy)
@@ -73,7 +75,7 @@ measure() {
 
 echo "| case | serving | req/s | p99 ms | CPU µs/req | read/write syscalls/req | epoll_pwait/req | CPU vs goroutines |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-for url in http://127.0.0.1:18092/small http://127.0.0.1:18092/64k https://127.0.0.1:18093/small https://127.0.0.1:18093/64k; do
+for url in http://127.0.0.1:18092/small http://127.0.0.1:18092/chunked http://127.0.0.1:18092/64k https://127.0.0.1:18093/small https://127.0.0.1:18093/64k; do
 	case=$(echo "$url" | sed -E 's|^(https?)://[^/]*/|\1 |')
 	read -r gcpu gsc gep grps gp99 < <(measure "$url" -disable-event-loop)
 	read -r lcpu lsc lep lrps lp99 < <(measure "$url")
