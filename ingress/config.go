@@ -28,7 +28,7 @@ type Config struct {
 	Balance string
 	// Timeouts for talking to backends, and how long an endpoint that refused is skipped.
 	ConnectTimeout, ReadTimeout, SendTimeout, PassiveHealthTimeout time.Duration
-	// ClientSendTimeout bounds each write to an HTTP/1 client.
+	// ClientSendTimeout bounds each write to a client.
 	ClientSendTimeout       time.Duration
 	Retries                 int
 	MaxIdleConnsPerEndpoint int
@@ -71,7 +71,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ConnectTimeout, "ingress-connect-timeout", 5*time.Second, "The longest wait for a connection to a backend endpoint, like nginx's proxy_connect_timeout.")
 	fs.DurationVar(&c.ReadTimeout, "ingress-read-timeout", 60*time.Second, "The longest wait for each read from a backend (response headers, then between body reads), like nginx's proxy_read_timeout.")
 	fs.DurationVar(&c.SendTimeout, "ingress-send-timeout", 60*time.Second, "The longest wait for each write to a backend, like nginx's proxy_send_timeout.")
-	fs.DurationVar(&c.ClientSendTimeout, "ingress-client-send-timeout", 60*time.Second, "The longest wait for each write to an HTTP/1 client, like nginx's send_timeout: a client that stops reading a response is disconnected.")
+	fs.DurationVar(&c.ClientSendTimeout, "ingress-client-send-timeout", 60*time.Second, "The longest wait for each write to a client, like nginx's send_timeout: a client that stops reading a response is disconnected (over HTTP/2, its stream is reset).")
 	fs.DurationVar(&c.PassiveHealthTimeout, "ingress-passive-health-timeout", 10*time.Second, "How long an endpoint that refused a connection is skipped for new requests (unless every endpoint is skipped).")
 	fs.IntVar(&c.Retries, "ingress-retries", 2, "How many other endpoints a request is retried on after a connection failure (any request whose body was not sent yet) or a failure of an idempotent request.")
 	fs.IntVar(&c.MaxIdleConnsPerEndpoint, "ingress-max-idle-conns-per-endpoint", 1024, "Keep-alive connections kept open to each backend endpoint.")

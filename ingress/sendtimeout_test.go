@@ -23,8 +23,8 @@ var hugePiece = bytes.Repeat([]byte("0123456789abcdef"), 4096)
 const hugePieces = 1024
 
 // sendTimeoutBackend serves /huge (Content-Length framed), /chunked-huge (the same, chunked; with
-// ?untyped without a Content-Type, which the event loop leaves to a goroutine) and /ws (a 101, then
-// the same bytes). Each response reports on the channel when a write to the proxy
+// ?untyped without a Content-Type, which the event loop leaves to a goroutine), /ws (a 101, then
+// the same bytes) and /quiet (two parts, ?for=a duration apart). Each response reports on the channel when a write to the proxy
 // fails: the proxy closed the backend connection the response held.
 func sendTimeoutBackend(t *testing.T) (*backend, <-chan error) {
 	failed := make(chan error, 16)
@@ -50,6 +50,13 @@ func sendTimeoutBackend(t *testing.T) (*backend, <-chan error) {
 			defer c.Close()
 			_ = brw.Flush()
 			out = c
+		case "/quiet":
+			d, _ := time.ParseDuration(r.URL.Query().Get("for"))
+			io.WriteString(w, "before;")
+			w.(http.Flusher).Flush()
+			time.Sleep(d)
+			io.WriteString(w, "after")
+			return
 		default:
 			http.NotFound(w, r)
 			return
@@ -150,15 +157,7 @@ func TestClientSendTimeout(t *testing.T) {
 				if want := map[bool]int{true: 101, false: 200}[lane.total < 0]; resp.StatusCode != want {
 					t.Fatalf("status %d, want %d", resp.StatusCode, want)
 				}
-				select {
-				case err := <-failed:
-					if elapsed := time.Since(start); elapsed < timeout {
-						t.Errorf("the backend connection was closed %v after the request, before the %v timeout", elapsed, timeout)
-					}
-					t.Logf("the backend's write failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
-				case <-time.After(10 * timeout):
-					t.Fatalf("the backend connection is still open %v after the client stopped reading", 10*timeout)
-				}
+				awaitBackendClosed(t, failed, start, timeout)
 				// What the proxy sent before giving up is there, then the connection ends short.
 				var body io.Reader = resp.Body
 				if lane.total < 0 {
@@ -181,12 +180,6 @@ func TestClientSendTimeout(t *testing.T) {
 				return
 			}
 			t.Run("reads slowly", func(t *testing.T) {
-				// 16 MiB read 512 KiB at a time with a pause of a tenth of the timeout between reads:
-				// the whole read takes about three timeouts. (The kernel wakes a writer blocked on a
-				// full socket when half of what its send buffer holds has gone, up to 2 MiB: the
-				// reader has to be that fast for the proxy's writes to make progress within a timeout,
-				// as for nginx's.)
-				const size = 16 << 20
 				c := dialSmallWindow(t, addr, conf)
 				if _, err := io.WriteString(c, "GET "+lane.path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 					t.Fatal(err)
@@ -195,17 +188,7 @@ func TestClientSendTimeout(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				start := time.Now()
-				got, sum := readSlowly(t, io.LimitReader(resp.Body, size), 512<<10, timeout/10)
-				if want := sha256.Sum256(bytes.Repeat(hugePiece, size/len(hugePiece))); got != size || !bytes.Equal(sum, want[:]) {
-					t.Fatalf("the slow reader got %d bytes (hash %x), want %d (hash %x)", got, sum, size, want)
-				}
-				t.Logf("read %d bytes in %v", got, time.Since(start).Round(time.Millisecond))
-				select {
-				case err := <-failed:
-					t.Fatalf("a backend write failed while the client read steadily: %v", err)
-				default:
-				}
+				readSteadily(t, resp.Body, timeout, failed)
 			})
 		})
 	}
@@ -251,5 +234,110 @@ func TestClientGoneMidChunkedResponse(t *testing.T) {
 				t.Fatal("the backend connection is still open 10s after the client went away")
 			}
 		})
+	}
+}
+
+// TestClientSendTimeoutHTTP2: over HTTP/2 (TLS, and h2c with prior knowledge) a stream whose client
+// stops reading is reset after the client send timeout and its backend connection closed, while a
+// slow but steady reader gets the whole response, and a stream that is merely quiet for longer
+// than the timeout (nothing to write) is not reset.
+func TestClientSendTimeoutHTTP2(t *testing.T) {
+	t.Parallel()
+	const timeout = time.Second
+	for _, tlsOn := range []bool{true, false} {
+		name := map[bool]string{true: "h2", false: "h2c"}[tlsOn]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, func(c *Config) { c.ClientSendTimeout = timeout })
+			be, failed := sendTimeoutBackend(t)
+			h.apply(simple("", "slowclient", be.addr))
+			protos := new(http.Protocols)
+			base := h.httpURL
+			if tlsOn {
+				protos.SetHTTP2(true)
+				base = h.httpsURL
+			} else {
+				protos.SetUnencryptedHTTP2(true)
+			}
+			client := &http.Client{Transport: &http.Transport{
+				Protocols:       protos,
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			}}
+			t.Cleanup(client.CloseIdleConnections)
+			get := func(path string) *http.Response {
+				t.Helper()
+				resp, err := client.Get(base + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+					t.Fatalf("GET %s: %d over %s, want 200 over HTTP/2", path, resp.StatusCode, resp.Proto)
+				}
+				return resp
+			}
+
+			t.Run("stops reading", func(t *testing.T) {
+				start := time.Now()
+				resp := get("/huge")
+				defer resp.Body.Close()
+				awaitBackendClosed(t, failed, start, timeout)
+				n, err := io.Copy(io.Discard, resp.Body)
+				if err == nil || n >= hugePieces*int64(len(hugePiece)) {
+					t.Fatalf("the client read %d bytes and %v; want the stream reset", n, err)
+				}
+				t.Logf("the stream ended with %v after %d bytes", err, n)
+			})
+
+			t.Run("reads slowly", func(t *testing.T) {
+				resp := get("/huge")
+				defer resp.Body.Close()
+				readSteadily(t, resp.Body, timeout, failed)
+			})
+
+			t.Run("quiet stream", func(t *testing.T) {
+				resp := get("/quiet?for=" + (2 * timeout).String())
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || string(body) != "before;after" {
+					t.Fatalf("a stream quiet for twice the timeout: %q, %v; want it whole", body, err)
+				}
+			})
+		})
+	}
+}
+
+// readSteadily reads 16 MiB of hugePiece from body, 512 KiB at a time with a pause of a tenth of
+// timeout between reads, so that the whole read takes about three timeouts, and checks that no
+// backend write failed meanwhile. (The kernel wakes a writer blocked on a full socket when half of
+// what its send buffer holds has gone, up to 2 MiB: a reader has to be that fast for the proxy's
+// writes to make progress within a timeout, as for nginx's.)
+func readSteadily(t *testing.T, body io.Reader, timeout time.Duration, failed <-chan error) {
+	t.Helper()
+	const size = 16 << 20
+	start := time.Now()
+	got, sum := readSlowly(t, io.LimitReader(body, size), 512<<10, timeout/10)
+	if want := sha256.Sum256(bytes.Repeat(hugePiece, size/len(hugePiece))); got != size || !bytes.Equal(sum, want[:]) {
+		t.Fatalf("the slow reader got %d bytes (hash %x), want %d (hash %x)", got, sum, size, want)
+	}
+	t.Logf("read %d bytes in %v", got, time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-failed:
+		t.Fatalf("a backend write failed while the client read steadily: %v", err)
+	default:
+	}
+}
+
+// awaitBackendClosed waits for the backend's write to fail after a client stopped reading at start:
+// no earlier than timeout, and within ten of them.
+func awaitBackendClosed(t *testing.T, failed <-chan error, start time.Time, timeout time.Duration) {
+	t.Helper()
+	select {
+	case err := <-failed:
+		if elapsed := time.Since(start); elapsed < timeout {
+			t.Errorf("the backend connection was closed %v after the request, before the %v timeout", elapsed, timeout)
+		}
+		t.Logf("the backend's write failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(10 * timeout):
+		t.Fatalf("the backend connection is still open %v after the client stopped reading", 10*timeout)
 	}
 }

@@ -37,9 +37,13 @@ const statusClientClosed = 499
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	if r.ProtoMajor == 1 {
-		sw := &sendTimeoutRW{ResponseWriter: w, rc: http.NewResponseController(w), d: h.p.opts.ClientSendTimeout}
+	if rc := http.NewResponseController(w); r.ProtoMajor == 1 {
+		sw := &sendTimeoutRW{ResponseWriter: w, rc: rc, d: h.p.opts.ClientSendTimeout}
 		sw.refresh() // the connection's deadline may be a past request's: net/http sets none of its own
+		w = sw
+	} else {
+		sw := &streamSendTimeoutRW{ResponseWriter: w, rc: rc, d: h.p.opts.ClientSendTimeout}
+		defer sw.stop()
 		w = sw
 	}
 	st := h.p.state.Load()
@@ -447,9 +451,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 func (b *countingBody) Close() error { return nil }
 
 // sendTimeoutRW bounds each write of a response that net/http sends to an HTTP/1 client by the
-// client send timeout, as idleTimeoutConn bounds writes to backends. HTTP/2 is left alone: a
-// stream's write deadline resets the stream when it passes even if nothing is being written, which
-// would end quiet gRPC streams.
+// client send timeout, as idleTimeoutConn bounds writes to backends.
 type sendTimeoutRW struct {
 	http.ResponseWriter
 	rc *http.ResponseController
@@ -471,3 +473,61 @@ func (w *sendTimeoutRW) Flush() {
 
 // Unwrap lets http.ResponseController (Hijack) reach net/http's writer.
 func (w *sendTimeoutRW) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// streamSendTimeoutRW bounds each write of an HTTP/2 response by the client send timeout: a write
+// still waiting when it passes (for the client's flow-control window, most often) resets the stream.
+// A stream's own write deadline cannot do this, as it resets the stream when it passes even if
+// nothing is being written, which would end quiet gRPC streams; so a timer is armed only while a
+// write waits.
+type streamSendTimeoutRW struct {
+	http.ResponseWriter
+	rc       *http.ResponseController
+	d        time.Duration
+	watchdog *time.Timer
+	// mu orders a firing watchdog with the handler's end: net/http's writer must not be used after
+	// the handler returned, and Timer.Stop does not wait for a callback that has begun.
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *streamSendTimeoutRW) arm() {
+	if w.watchdog == nil {
+		w.watchdog = time.AfterFunc(w.d, w.expire)
+		return
+	}
+	w.watchdog.Reset(w.d)
+}
+
+// expire resets the stream: a deadline in the past does so at once, which fails the waiting write.
+func (w *streamSendTimeoutRW) expire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		_ = w.rc.SetWriteDeadline(time.Now())
+	}
+}
+
+// stop ends the watchdog for good; the handler calls it before it returns.
+func (w *streamSendTimeoutRW) stop() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+	if w.watchdog != nil {
+		w.watchdog.Stop()
+	}
+}
+
+func (w *streamSendTimeoutRW) Write(p []byte) (int, error) {
+	w.arm()
+	defer w.watchdog.Stop()
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *streamSendTimeoutRW) Flush() {
+	w.arm()
+	defer w.watchdog.Stop()
+	_ = w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach net/http's writer.
+func (w *streamSendTimeoutRW) Unwrap() http.ResponseWriter { return w.ResponseWriter }

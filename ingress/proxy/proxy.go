@@ -28,9 +28,9 @@ type Options struct {
 	ConnectTimeout time.Duration // [5s]
 	ReadTimeout    time.Duration // longest wait for each read from a backend [60s]
 	SendTimeout    time.Duration // longest wait for each write to a backend [60s]
-	// ClientSendTimeout is the longest wait for each write to an HTTP/1 client, as nginx's
-	// send_timeout [60s]: a client that stops reading a response is disconnected, and the backend
-	// connection it held is freed. HTTP/2 streams are left to HTTP/2's flow control.
+	// ClientSendTimeout is the longest wait for each write to a client, as nginx's send_timeout
+	// [60s]: a client that stops reading a response is disconnected (over HTTP/2, its stream is
+	// reset), and the backend connection it held is freed.
 	ClientSendTimeout       time.Duration
 	PassiveHealthTimeout    time.Duration // how long an endpoint that refused a connection is skipped [10s]
 	Retries                 int           // further endpoints tried after a connection failure [2]
