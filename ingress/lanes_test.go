@@ -241,23 +241,6 @@ type laneCase struct {
 	known []string
 }
 
-// forwardedRecord is the request the backend records for one the test's client sends with line, Host
-// x and fields, without a body.
-func forwardedRecord(line string, fields ...string) string {
-	head := append([]string{line, "Host: x", "X-Forwarded-For: 127.0.0.1", "X-Forwarded-Host: x",
-		"X-Forwarded-Port: 80", "X-Forwarded-Proto: http", "X-Real-Ip: 127.0.0.1"}, fields...)
-	return formatMessage(strings.Join(head, "\r\n"), nil, true)
-}
-
-// prefixLines returns the lines of s, each with prefix.
-func prefixLines(prefix, s string) []string {
-	var out []string
-	for l := range strings.Lines(s) {
-		out = append(out, prefix+strings.TrimSuffix(l, "\n"))
-	}
-	return out
-}
-
 func laneCases() []laneCase {
 	get := func(target string, fields ...string) string {
 		return "GET " + target + " HTTP/1.1\r\nHost: x\r\nUser-Agent: lanes\r\n" + strings.Join(fields, "") + "\r\n"

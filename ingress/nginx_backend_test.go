@@ -2,7 +2,6 @@ package ingress
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // blackhole returns a loopback address whose SYNs are dropped: a listener with a full accept
@@ -123,9 +120,9 @@ func TestNginxBackendProtocols(t *testing.T) {
 		}
 	}
 	// A gRPC client speaking h2c with prior knowledge goes through too.
-	c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
-	}}}
+	protos := new(http.Protocols)
+	protos.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{Protocols: protos}}
 	resp, _ := h.sendTo(c, h.httpURL, "POST", "grpcs.example", "/grpc.health.v1.Health/Check", strings.NewReader(""), "Content-Type", "application/grpc", "Te", "trailers")
 	if resp.Header.Get("X-Seen-Proto") != "HTTP/2.0" {
 		t.Errorf("gRPC over h2c to a GRPCS backend: %d %v", resp.StatusCode, resp.Header)

@@ -67,7 +67,7 @@ func TestLimiterBurstAndConnections(t *testing.T) {
 	if !l.allow(b) {
 		t.Error("another client was limited")
 	}
-	if !l.enter(a) || !l.enter(a) || l.enter(a) {
+	if first, second, third := l.enter(a), l.enter(a), l.enter(a); !first || !second || third {
 		t.Error("limit-connections 2 did not refuse the third request in progress")
 	}
 	l.leave(a)
