@@ -24,10 +24,10 @@ import (
 	"github.com/baregate/baregate/ingress/route"
 )
 
-// The event-loop lane: HTTP/1.x client connections without a PROXY header, cleartext or TLS after the
-// handshake (see LoopConn), are served by a few event loops, one per CPU, instead of a goroutine each. A loop waits on all its sockets with
-// an epoll instance of its own and reads or writes one only when the kernel said it can, as nginx
-// does. A goroutine per connection pays, per request, two reads that find nothing (Go's poller
+// The event-loop lane: HTTP/1.x client connections without a PROXY header, cleartext or TLS after
+// the handshake (see LoopConn), are served by a few event loops, one per CPU, instead of a goroutine
+// each. A loop waits on all its sockets with an epoll instance of its own and reads or writes one
+// only when the kernel said it can, as nginx does. A goroutine per connection pays, per request, two reads that find nothing (Go's poller
 // reads before it parks) and a check of the pooled backend connection, besides a round trip
 // through the scheduler: most of what the proxy spent beyond nginx on a small request.
 //
@@ -163,6 +163,14 @@ type exch struct {
 	bodyErr error // the backend's body is malformed after the bytes relayed so far
 	keep    bool  // the client connection may serve another request
 	o       outcome
+}
+
+// bodyDone reports whether the response body has been relayed to its end (the head aside).
+func (x *exch) bodyDone() bool {
+	if x.chunked {
+		return x.ch.done()
+	}
+	return x.left == 0
 }
 
 // lupstream is a backend connection of a loop.
@@ -608,13 +616,7 @@ func (l *evloop) readRequests(c *lclient) {
 // connection ended.
 func (l *evloop) readClient(c *lclient, b []byte) (int, error) {
 	if c.tls == nil {
-		n, err := sockRead(c.fd, b)
-		if err == unix.EAGAIN {
-			c.readable = false
-		} else if n > 0 {
-			c.readable = n == len(b) || c.hup
-		}
-		return n, err
+		return c.read(b)
 	}
 	// tls.Conn.Read returns one record's bytes at a time, and may hold more records already read:
 	// it is called again until LoopConn says the socket had nothing.
@@ -915,7 +917,7 @@ func (l *evloop) relay(u *lupstream) {
 				return
 			}
 		}
-		if x.headSent && (x.left == 0 && !x.chunked || x.chunked && x.ch.done()) {
+		if x.headSent && x.bodyDone() {
 			l.complete(c)
 			return
 		}
@@ -947,7 +949,7 @@ func (l *evloop) relay(u *lupstream) {
 				return
 			}
 			continue
-		} else if x.bodyErr != nil || x.chunked && x.ch.done() {
+		} else if x.bodyErr != nil || x.bodyDone() {
 			continue
 		}
 		if !u.readable {
@@ -1109,6 +1111,29 @@ func (l *evloop) flush(c *lclient) (bool, error) {
 
 func (c *lclient) pending() bool { return c.sent < len(c.out) }
 
+// read reads c's socket, noting what the read says of its readiness: edge-triggered epoll tells
+// again only once a read has found it empty (or short: the rest comes with an event of its own,
+// unless the peer's end came with it).
+func (c *lclient) read(b []byte) (int, error) {
+	n, err := sockRead(c.fd, b)
+	if err == unix.EAGAIN {
+		c.readable = false
+	} else if n > 0 {
+		c.readable = n == len(b) || c.hup
+	}
+	return n, err
+}
+
+// sendPending writes what the socket takes now of the output still pending, before the connection
+// is closed: over TLS, closing then sends the rest and an alert after it.
+func (c *lclient) sendPending() {
+	if c.pending() {
+		if n, _ := sockWrite(c.fd, c.out[c.sent:]); n > 0 {
+			c.sent += n
+		}
+	}
+}
+
 // complete ends an exchange whose response was relayed whole.
 func (l *evloop) complete(c *lclient) {
 	x := &c.x
@@ -1194,11 +1219,7 @@ func (l *evloop) aborted(c *lclient, err error, fromBackend bool) {
 	if fromBackend {
 		l.s.h.p.opts.Logger.V(2).Info("Copying the response body failed", "upstream", x.ep.hostport, "err", err)
 	}
-	if c.pending() { // best effort: closing tells the client the rest is missing
-		if n, _ := sockWrite(c.fd, c.out[c.sent:]); n > 0 {
-			c.sent += n // over TLS, closing sends the rest and an alert after it
-		}
-	}
+	c.sendPending() // best effort: closing tells the client the rest is missing
 	l.closeUpstream(x.u)
 	x.u = nil
 	x.ep.inflight.Add(-1)
@@ -1480,17 +1501,15 @@ func (w *LoopConn) Read(p []byte) (int, error) {
 	if !c.readable {
 		return 0, errWouldBlock
 	}
-	n, err := sockRead(c.fd, p)
+	n, err := c.read(p)
 	switch {
 	case err == unix.EAGAIN:
-		c.readable = false
 		return 0, errWouldBlock
 	case err != nil:
 		return 0, os.NewSyscallError("read", err)
 	case n == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
-	c.readable = n == len(p) || c.hup
 	return n, nil
 }
 
@@ -1512,8 +1531,8 @@ func (w *LoopConn) Write(p []byte) (int, error) {
 // Close sends what the loop's buffer holds (the close_notify alert) as far as the socket takes it
 // without blocking, then closes.
 func (w *LoopConn) Close() error {
-	if c := w.c; c != nil && c.pending() {
-		_, _ = sockWrite(c.fd, c.out[c.sent:])
+	if c := w.c; c != nil {
+		c.sendPending()
 	}
 	return w.TCPConn.Close()
 }
@@ -1528,7 +1547,8 @@ func (wouldBlock) Error() string   { return "the socket has nothing to read now"
 func (wouldBlock) Timeout() bool   { return false }
 func (wouldBlock) Temporary() bool { return true }
 
-// adopt gives c to an event loop when it is a plain TCP connection and the server has loops.
+// adopt gives c to an event loop when the server has loops and c is a plain TCP connection (on a
+// cleartext listener) or a tls.Conn over a LoopConn.
 func (s *ConnServer) adopt(c net.Conn) bool {
 	ok := false
 	switch cc := c.(type) {

@@ -19,10 +19,10 @@ import (
 	"github.com/baregate/baregate/ingress/route"
 )
 
-// The client-side fast path: one goroutine per HTTP/1.x connection reads its requests (connections a
-// server's event loops take, loop.go, start there instead: the loop serves the direct lane's
-// requests itself and hands the connection here at the first other one). Each request takes one of three
-// lanes, the leanest that can serve it:
+// The client-side fast path: one goroutine per HTTP/1.x connection reads its requests (connections
+// a server's event loops take, loop.go, start there instead: the loop serves the direct lane's
+// requests itself and hands the connection here at the first other one). Each request takes one of
+// three lanes, the leanest that can serve it:
 //   - the direct lane (direct.go): bodiless idempotent requests to routes that only forward, copied
 //     field by field to the backend and back without http.Request or http.Header;
 //   - the handler lane: other requests a plain route serves (see parseHead for which) go through the
