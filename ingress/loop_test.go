@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -109,18 +110,7 @@ func TestLoopBackpressure(t *testing.T) {
 
 	// A small receive buffer, set before connecting so that the window stays small: the loop
 	// finds the client's socket full early and often.
-	slow := dialSmallWindow(t, strings.TrimPrefix(h.httpURL, "http://"), nil)
-	br := bufio.NewReaderSize(slow, 4096)
-	if _, err := io.WriteString(slow, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 || resp.ContentLength != int64(len(loopBody())) {
-		t.Fatalf("GET /big: %d, length %d", resp.StatusCode, resp.ContentLength)
-	}
+	slow, resp := getBigSlowly(t, strings.TrimPrefix(h.httpURL, "http://"), nil)
 
 	// The loops take connections in turn: of more fast clients than loops, some share the slow
 	// client's. They are served while it reads nothing, and while it reads slowly.
@@ -131,9 +121,27 @@ func TestLoopBackpressure(t *testing.T) {
 			fast[i].get(fmt.Sprintf("/fast%d?k=%d", i, k))
 		}
 	}
+	var got int64
+	var sum []byte
+	meanwhile(t, fast, func(i, k int) (string, string) {
+		target := fmt.Sprintf("/during%d?k=%d", i, k)
+		return target, echoed("GET", target)
+	}, func() {
+		got, sum = readSlowly(t, resp.Body, 1<<20, 300*time.Millisecond) // the backend has sent all it can by then: only the client's readiness can make the loop go on
+	})
+	checkLoopBody(t, got, sum)
+	slow.get("/after?slow") // the connection goes on
+}
+
+// meanwhile has each of the fast clients send GETs, one after the other, until during returns;
+// request gives client i's k-th target and the body its 200 must have. A wrong answer ends that
+// client's turn and fails the test. It returns how many answers each client got.
+func meanwhile(t *testing.T, fast []*rawConn, request func(i, k int) (target, want string), during func()) []int {
+	t.Helper()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, len(fast))
+	served := make([]int, len(fast))
 	for i, rc := range fast {
 		wg.Go(func() {
 			for k := 0; ; k++ {
@@ -142,29 +150,45 @@ func TestLoopBackpressure(t *testing.T) {
 					return
 				default:
 				}
-				target := fmt.Sprintf("/during%d?k=%d", i, k)
+				target, want := request(i, k)
 				code, body, err := exchange(rc.c, rc.br, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
-				if want := echoed("GET", target); err != nil || code != 200 || body != want {
-					errs <- fmt.Errorf("%s: %d %q %v, want %q", target, code, body, err, want)
+				if err != nil || code != 200 || body != want {
+					errs <- fmt.Errorf("%s: %d %.60q %v, want %.60q", target, code, body, err, want)
 					return
 				}
+				served[i]++
 			}
 		})
 	}
-
-	got, sum := readSlowly(t, resp.Body, 1<<20, 300*time.Millisecond) // the backend has sent all it can by then: only the client's readiness can make the loop go on
+	during()
 	close(done)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Errorf("a fast client: %v", err)
 	}
-	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(sum, want[:]) {
-		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, sum, len(loopBody()), want)
+	return served
+}
+
+// answered reads the answer to a request sent on c earlier and checks that it is a 200 with want.
+func answered(c net.Conn, br *bufio.Reader, method, target, want string) error {
+	code, body, err := exchange(c, br, method, "")
+	if err != nil || code != 200 || body != want {
+		return fmt.Errorf("%s %s: %d %.80q %v, want %.80q", method, target, code, body, err, want)
 	}
-	// The connection goes on.
-	rc := &rawConn{t: t, c: slow, br: br}
-	rc.get("/after?slow")
+	return nil
+}
+
+// writeApart writes req to c in pieces that arrive apart most of the time: cut at a and b, and
+// between the CR and LF that end it.
+func writeApart(c net.Conn, req string, a, b int) error {
+	for _, cut := range [][2]int{{0, a}, {a, b}, {b, len(req) - 1}, {len(req) - 1, len(req)}} {
+		if _, err := io.WriteString(c, req[cut[0]:cut[1]]); err != nil {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
 }
 
 // loopClient is a client of TestLoopManyClients: keep-alive requests, pipelined and split, then a
@@ -177,13 +201,7 @@ func loopClient(addr string, i int) error {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReader(c)
-	check := func(method, target, want string) error {
-		code, body, err := exchange(c, br, method, "")
-		if err != nil || code != 200 || body != want {
-			return fmt.Errorf("%s %s: %d %q %v, want %q", method, target, code, body, err, want)
-		}
-		return nil
-	}
+	check := func(method, target, want string) error { return answered(c, br, method, target, want) }
 	for round := range 3 {
 		var pipelined strings.Builder
 		var targets []string
@@ -202,11 +220,8 @@ func loopClient(addr string, i int) error {
 		// A head in pieces, cut in the request line, inside a field and between CR and LF.
 		target := fmt.Sprintf("/c%d/r%d/split?q=%d", i, round, round)
 		req := "GET " + target + " HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 100+i) + "\r\n\r\n"
-		for _, cut := range [][2]int{{0, 6}, {6, 30}, {30, len(req) - 1}, {len(req) - 1, len(req)}} {
-			if _, err := io.WriteString(c, req[cut[0]:cut[1]]); err != nil {
-				return err
-			}
-			time.Sleep(time.Millisecond) // separate segments, most of the time
+		if err := writeApart(c, req, 6, 30); err != nil {
+			return err
 		}
 		if err := check("GET", target, echoed("GET", target)); err != nil {
 			return fmt.Errorf("split: %w", err)
@@ -252,20 +267,7 @@ func TestLoopManyClients(t *testing.T) {
 
 	// Clients that go away: before the response, after its head, within its body.
 	for i := range 30 {
-		rc := h.dial(t)
-		rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-		if i%3 > 0 {
-			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("GET /big: %v %v", resp, err)
-			}
-			if i%3 == 2 {
-				if _, err := io.CopyN(io.Discard, resp.Body, int64(1000*i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		rc.c.Close()
+		h.dial(t).goAway(i, int64(1000*i))
 	}
 	// Later clients are served, a whole /big included.
 	for i := range 5 {
@@ -349,6 +351,106 @@ func TestLoopBackendClosesIdle(t *testing.T) {
 	}
 }
 
+// getBigSlowly dials addr (over TLS with conf, unless nil) with a small receive window, so that a
+// proxy writing to it finds its socket full early and often, and asks for loopBackend's /big. It
+// returns the connection and the response, whose body the caller reads.
+func getBigSlowly(t *testing.T, addr string, conf *tls.Config) (*rawConn, *http.Response) {
+	t.Helper()
+	rc := &rawConn{t: t, c: dialSmallWindow(t, addr, conf)}
+	rc.br = bufio.NewReaderSize(rc.c, 4096)
+	rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(loopBody())) {
+		t.Fatalf("GET /big: %d, length %d", resp.StatusCode, resp.ContentLength)
+	}
+	return rc, resp
+}
+
+// checkLoopBody checks that a reader of /big got got bytes whose hash is sum: all of loopBody.
+func checkLoopBody(t *testing.T, got int64, sum []byte) {
+	t.Helper()
+	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(sum, want[:]) {
+		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, sum, len(loopBody()), want)
+	}
+}
+
+// goAway asks rc for /big and closes the connection: at once when i%3 is 0, after the response's
+// head when it is 1, and after n bytes of its body when it is 2.
+func (rc *rawConn) goAway(i int, n int64) {
+	rc.t.Helper()
+	rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	if i%3 > 0 {
+		resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+		if err != nil || resp.StatusCode != 200 {
+			rc.t.Fatalf("GET /big: %v %v", resp, err)
+		}
+		if i%3 == 2 {
+			if _, err := io.CopyN(io.Discard, resp.Body, n); err != nil {
+				rc.t.Fatal(err)
+			}
+		}
+	}
+	rc.c.Close()
+}
+
+// step is a request of the hand-off tests and the body of its answer, which must be a 200.
+type step struct{ method, req, want string }
+
+func getStep(target string) step {
+	return step{"GET", "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n", echoed("GET", target)}
+}
+
+// getSteps returns n GETs of loopBackend's echo, of paths named after prefix.
+func getSteps(prefix string, n int) []step {
+	var out []step
+	for i := range n {
+		out = append(out, getStep(fmt.Sprintf("/%s%d?i=%d", prefix, i, i)))
+	}
+	return out
+}
+
+func postStep(target, body string) step {
+	return step{"POST", fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body),
+		fmt.Sprintf("POST %s ? [%s]", target, body)}
+}
+
+// chunkedStep asks loopBackend for its chunked response, which takes the connection off the loop.
+func chunkedStep() step {
+	return step{"GET", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "part0;part1;part2;"}
+}
+
+func bigStep() step {
+	return step{"GET", "GET /big?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n", string(loopBody()[:100000])}
+}
+
+// play sends steps on rc, all at once when pipelined and otherwise each after the answer to the one
+// before, and checks the answers in order; check, when not nil, looks further at each response.
+func (rc *rawConn) play(label string, steps []step, pipelined bool, check func(i int, s step, resp *http.Response)) {
+	rc.t.Helper()
+	if pipelined {
+		var all strings.Builder
+		for _, s := range steps {
+			all.WriteString(s.req)
+		}
+		rc.send(all.String())
+	}
+	for i, s := range steps {
+		if !pipelined {
+			rc.send(s.req)
+		}
+		resp, body := rc.read(s.method)
+		if resp.StatusCode != 200 || body != s.want {
+			rc.t.Fatalf("%s, step %d (%.40q): %d %.60q, want %.60q", label, i, s.req, resp.StatusCode, body, s.want)
+		}
+		if check != nil {
+			check(i, s, resp)
+		}
+	}
+}
+
 // TestLoopHandOffs: keep-alive connections whose requests take the loop's direct lane, then a
 // goroutine's lane (a request with a body, a response without a Content-Length), then the direct
 // lane's requests again: every answer comes, in order, whether the requests come one by one or
@@ -358,23 +460,7 @@ func TestLoopHandOffs(t *testing.T) {
 	h := newHarness(t)
 	be := loopBackend(t)
 	h.apply(simple("", "loop", be.addr))
-	type step struct{ method, req, want string }
-	get := func(target string) step {
-		return step{"GET", "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n", echoed("GET", target)}
-	}
-	gets := func(prefix string, n int) []step {
-		var out []step
-		for i := range n {
-			out = append(out, get(fmt.Sprintf("/%s%d?i=%d", prefix, i, i)))
-		}
-		return out
-	}
-	post := func(target, body string) step {
-		return step{"POST", fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body),
-			fmt.Sprintf("POST %s ? [%s]", target, body)}
-	}
-	chunked := step{"GET", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "part0;part1;part2;"}
-	big := step{"GET", "GET /big?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n", string(loopBody()[:100000])}
+	chunked, big := chunkedStep(), bigStep()
 	head := step{"HEAD", "HEAD /big?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n", ""}
 	del := step{"DELETE", "DELETE /d HTTP/1.1\r\nHost: x\r\n\r\n", "DELETE /d ? []"}
 	escaped := step{"GET", "GET /a%20b HTTP/1.1\r\nHost: x\r\n\r\n", "GET /a b ? []"}
@@ -385,35 +471,20 @@ func TestLoopHandOffs(t *testing.T) {
 		name  string
 		steps [][]step
 	}{
-		{"a POST", [][]step{gets("a", 3), {post("/p", "hello")}, gets("b", 3), {big}}},
-		{"a chunked response", [][]step{gets("a", 3), {chunked}, gets("b", 2), {big, chunked, head}}},
-		{"chunked first", [][]step{{chunked, chunked}, gets("a", 2)}},
-		{"the direct lane's only", [][]step{gets("a", 2), {head, big, del}, gets("b", 2), {http10, big}}},
-		{"a POST of 300 KiB", [][]step{gets("a", 1), {post("/r", strings.Repeat("r", 300<<10))}, gets("b", 1)}},
-		{"an escaped path", [][]step{gets("a", 1), {escaped}, gets("b", 1)}},
+		{"a POST", [][]step{getSteps("a", 3), {postStep("/p", "hello")}, getSteps("b", 3), {big}}},
+		{"a chunked response", [][]step{getSteps("a", 3), {chunked}, getSteps("b", 2), {big, chunked, head}}},
+		{"chunked first", [][]step{{chunked, chunked}, getSteps("a", 2)}},
+		{"the direct lane's only", [][]step{getSteps("a", 2), {head, big, del}, getSteps("b", 2), {http10, big}}},
+		{"a POST of 300 KiB", [][]step{getSteps("a", 1), {postStep("/r", strings.Repeat("r", 300<<10))}, getSteps("b", 1)}},
+		{"an escaped path", [][]step{getSteps("a", 1), {escaped}, getSteps("b", 1)}},
 	} {
 		steps := slices.Concat(tc.steps...)
 		for _, pipelined := range []bool{false, true} {
-			rc := h.dial(t)
-			if pipelined {
-				var all strings.Builder
-				for _, s := range steps {
-					all.WriteString(s.req)
-				}
-				rc.send(all.String())
-			}
-			for i, s := range steps {
-				if !pipelined {
-					rc.send(s.req)
-				}
-				resp, body := rc.read(s.method)
-				if resp.StatusCode != 200 || body != s.want {
-					t.Fatalf("%s, pipelined %v, step %d (%.40q): %d %.60q, want %.60q", tc.name, pipelined, i, s.req, resp.StatusCode, body, s.want)
-				}
+			h.dial(t).play(fmt.Sprintf("%s, pipelined %v", tc.name, pipelined), steps, pipelined, func(i int, s step, resp *http.Response) {
 				if s.method == "HEAD" && resp.ContentLength != 100000 {
 					t.Fatalf("%s, pipelined %v, step %d: HEAD announced %d bytes", tc.name, pipelined, i, resp.ContentLength)
 				}
-			}
+			})
 		}
 	}
 	if _, handed := h.fastStats(); handed != 0 {
@@ -421,27 +492,27 @@ func TestLoopHandOffs(t *testing.T) {
 	}
 }
 
-// stoppableHarness is newHarness with an HTTP listener only, whose Ingress the test stops itself:
-// stop cancels Run's context and returns what Run returned.
-func stoppableHarness(t *testing.T) (h *harness, stop func() error) {
-	t.Helper()
-	h = newHarness(t, func(c *Config) { c.HTTPSAddress = "" })
-	return h, h.stop
+// holdingBackend answers "done <path>", and holds a request for /slow until release is closed, after
+// saying on arrived that it came: a request in flight for the shutdown tests.
+func holdingBackend(t *testing.T) (be *backend, arrived <-chan struct{}, release chan struct{}) {
+	came, release := make(chan struct{}), make(chan struct{})
+	be = startBackend(t, "slow", false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			came <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "done "+r.URL.Path)
+	})
+	return be, came, release
 }
 
 // TestLoopShutdown: stopping the Ingress closes the loops' idle connections at once, lets a request
 // in flight finish, then closes its connection too.
 func TestLoopShutdown(t *testing.T) {
 	t.Parallel()
-	h, stop := stoppableHarness(t)
-	arrived, release := make(chan struct{}), make(chan struct{})
-	be := startBackend(t, "slow", false, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived <- struct{}{}
-			<-release
-		}
-		io.WriteString(w, "done "+r.URL.Path)
-	})
+	h := newHarness(t, func(c *Config) { c.HTTPSAddress = "" })
+	stop := h.stop
+	be, arrived, release := holdingBackend(t)
 	h.apply(simple("", "slow", be.addr))
 	var idle []*rawConn
 	for i := range 6 {

@@ -16,7 +16,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +25,8 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 	"k8s.io/klog/v2"
+
+	"github.com/baregate/baregate/internal/testutil"
 )
 
 // Tests of the event loops serving TLS connections (proxy.LoopConn), through the HTTPS listener: the
@@ -199,13 +200,7 @@ func tlsClientRun(addr string, i int, version uint16, mode int) error {
 		return fmt.Errorf("the first request: %w", err)
 	}
 	br := bufio.NewReader(c)
-	check := func(method, target, want string) error {
-		code, body, err := exchange(c, br, method, "")
-		if err != nil || code != 200 || body != want {
-			return fmt.Errorf("%s %s: %d %.80q %v, want %.80q", method, target, code, body, err, want)
-		}
-		return nil
-	}
+	check := func(method, target, want string) error { return answered(c, br, method, target, want) }
 	if err := check("GET", first, echoed("GET", first)); err != nil {
 		return err
 	}
@@ -237,11 +232,8 @@ func tlsClientRun(addr string, i int, version uint16, mode int) error {
 		// One request in records that arrive apart, most of the time.
 		target := fmt.Sprintf("/c%d/r%d/split", i, round)
 		req := "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"
-		for _, cut := range [][2]int{{0, 5}, {5, 20}, {20, len(req) - 1}, {len(req) - 1, len(req)}} {
-			if _, err := io.WriteString(c, req[cut[0]:cut[1]]); err != nil {
-				return err
-			}
-			time.Sleep(time.Millisecond)
+		if err := writeApart(c, req, 5, 20); err != nil {
+			return err
 		}
 		if err := check("GET", target, echoed("GET", target)); err != nil {
 			return fmt.Errorf("split: %w", err)
@@ -289,18 +281,7 @@ func TestLoopTLSBackpressure(t *testing.T) {
 	t.Parallel()
 	h := loopTLSHarness(t)
 	// A small receive window: the loop's writes of records to this client find its socket full.
-	slow := dialSmallWindow(t, h.httpsAddr(), clientTLS(tls.VersionTLS13))
-	br := bufio.NewReaderSize(slow, 4096)
-	if _, err := io.WriteString(slow, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 || resp.ContentLength != int64(len(loopBody())) {
-		t.Fatalf("GET /big: %d, length %d", resp.StatusCode, resp.ContentLength)
-	}
+	slow, resp := getBigSlowly(t, h.httpsAddr(), clientTLS(tls.VersionTLS13))
 
 	// More clients than loops, of both versions: some share the slow client's loop.
 	fast := make([]*rawConn, 5)
@@ -308,54 +289,27 @@ func TestLoopTLSBackpressure(t *testing.T) {
 		fast[i] = h.dialTLS(t, clientTLS(tlsVersions[i%2]))
 		fast[i].get(fmt.Sprintf("/fast%d", i))
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	errs := make(chan error, len(fast))
-	served := make([]int, len(fast))
-	for i, rc := range fast {
-		wg.Go(func() {
-			for k := 0; ; k++ {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				// Echoes, and bodies of up to 16 KiB: records of all sizes up to the largest, built
-				// in the loop's TLS buffer while the slow client's records may wait for its socket.
-				target, want := fmt.Sprintf("/during%d?k=%d", i, k), ""
-				if k%2 == 1 {
-					n := 100 + (k*1543+i*4099)%(16<<10)
-					target, want = fmt.Sprintf("/big?n=%d", n), string(loopBody()[:n])
-				} else {
-					want = echoed("GET", target)
-				}
-				code, body, err := exchange(rc.c, rc.br, "GET", "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
-				if err != nil || code != 200 || body != want {
-					errs <- fmt.Errorf("%s: %d %.60q %v, want %.60q", target, code, body, err, want)
-					return
-				}
-				served[i]++
-			}
-		})
-	}
-
-	got, sum := readSlowly(t, resp.Body, 2<<20, 200*time.Millisecond) // long enough for the loop to find the socket full
-	close(done)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("a fast client: %v", err)
-	}
-	if want := sha256.Sum256(loopBody()); got != int64(len(loopBody())) || !bytes.Equal(sum, want[:]) {
-		t.Fatalf("the slow client got %d bytes (hash %x), want %d (hash %x)", got, sum, len(loopBody()), want)
-	}
+	var got int64
+	var sum []byte
+	served := meanwhile(t, fast, func(i, k int) (string, string) {
+		// Echoes, and bodies of up to 16 KiB: records of all sizes up to the largest, built in the
+		// loop's TLS buffer while the slow client's records may wait for its socket.
+		if k%2 == 1 {
+			n := 100 + (k*1543+i*4099)%(16<<10)
+			return fmt.Sprintf("/big?n=%d", n), string(loopBody()[:n])
+		}
+		target := fmt.Sprintf("/during%d?k=%d", i, k)
+		return target, echoed("GET", target)
+	}, func() {
+		got, sum = readSlowly(t, resp.Body, 2<<20, 200*time.Millisecond) // long enough for the loop to find the socket full
+	})
+	checkLoopBody(t, got, sum)
 	for i, n := range served {
 		if n == 0 {
 			t.Errorf("fast client %d got no answer while the slow one read", i)
 		}
 	}
-	rc := &rawConn{t: t, c: slow, br: br}
-	rc.get("/after?slow")
+	slow.get("/after?slow")
 	if _, handed := h.fastStats(); handed != 0 {
 		t.Errorf("%d connections handed to net/http, want none", handed)
 	}
@@ -367,49 +321,20 @@ func TestLoopTLSBackpressure(t *testing.T) {
 func TestLoopTLSHandOffs(t *testing.T) {
 	t.Parallel()
 	h := loopTLSHarness(t)
-	type step struct{ method, req, want string }
-	gets := func(prefix string, n int) []step {
-		var out []step
-		for i := range n {
-			target := fmt.Sprintf("/%s%d?i=%d", prefix, i, i)
-			out = append(out, step{"GET", "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n", echoed("GET", target)})
-		}
-		return out
-	}
-	post := func(target, body string) step {
-		return step{"POST", fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", target, len(body), body),
-			fmt.Sprintf("POST %s ? [%s]", target, body)}
-	}
-	chunked := step{"GET", "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n", "part0;part1;part2;"}
-	big := step{"GET", "GET /big?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n", string(loopBody()[:100000])}
+	chunked, big := chunkedStep(), bigStep()
 	for _, tc := range []struct {
 		name  string
 		steps [][]step
 	}{
-		{"a POST", [][]step{gets("a", 3), {post("/p", "hello")}, gets("b", 3), {big}}},
-		{"a POST of 100 KiB", [][]step{gets("a", 2), {post("/r", strings.Repeat("r", 100<<10))}, gets("b", 2)}},
-		{"a chunked response", [][]step{gets("a", 3), {chunked}, {big}, gets("b", 2)}},
+		{"a POST", [][]step{getSteps("a", 3), {postStep("/p", "hello")}, getSteps("b", 3), {big}}},
+		{"a POST of 100 KiB", [][]step{getSteps("a", 2), {postStep("/r", strings.Repeat("r", 100<<10))}, getSteps("b", 2)}},
+		{"a chunked response", [][]step{getSteps("a", 3), {chunked}, {big}, getSteps("b", 2)}},
 	} {
 		steps := slices.Concat(tc.steps...)
 		for _, version := range tlsVersions {
 			for _, pipelined := range []bool{false, true} {
 				rc := h.dialTLS(t, clientTLS(version))
-				if pipelined {
-					var all strings.Builder
-					for _, s := range steps {
-						all.WriteString(s.req)
-					}
-					rc.send(all.String())
-				}
-				for i, s := range steps {
-					if !pipelined {
-						rc.send(s.req)
-					}
-					resp, body := rc.read(s.method)
-					if resp.StatusCode != 200 || body != s.want {
-						t.Fatalf("%s, %s, pipelined %v, step %d (%.40q): %d %.60q, want %.60q", tc.name, tlsName(version), pipelined, i, s.req, resp.StatusCode, body, s.want)
-					}
-				}
+				rc.play(fmt.Sprintf("%s, %s, pipelined %v", tc.name, tlsName(version), pipelined), steps, pipelined, nil)
 				rc.c.Close()
 			}
 		}
@@ -496,20 +421,7 @@ func TestLoopTLSClose(t *testing.T) {
 		others[i].get(fmt.Sprintf("/other%d", i))
 	}
 	for i := range 12 {
-		rc := h.dialTLS(t, clientTLS(tlsVersions[i%2]))
-		rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-		if i%3 > 0 {
-			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("GET /big: %v %v", resp, err)
-			}
-			if i%3 == 2 {
-				if _, err := io.CopyN(io.Discard, resp.Body, int64(50000*i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		rc.c.Close()
+		h.dialTLS(t, clientTLS(tlsVersions[i%2])).goAway(i, int64(50000*i))
 		for k, o := range others {
 			o.get(fmt.Sprintf("/other%d?after=%d", k, i))
 		}
@@ -709,31 +621,13 @@ func TestLoopTLSHalfClosed(t *testing.T) {
 	h.waitListener(t, "https", 0)
 }
 
-// syncBuffer is a bytes.Buffer for klog's writes from any goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLoopTLSResetAfterBadRecord: a client that sends a corrupted record and resets the connection
 // at once is closed quietly. crypto/tls answers the record with an alert the loop then fails to
 // write. Not parallel: it captures klog's output, where a panic the loop recovered from shows.
 func TestLoopTLSResetAfterBadRecord(t *testing.T) {
 	// Only the outputs, which klog guards with its lock: klog.CaptureState's Restore also rewrites
 	// what other goroutines read without it. Tests run with -logtostderr's default, true.
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	klog.SetOutput(io.Discard)
 	klog.SetOutputBySeverity("INFO", &logs) // the INFO log has every message once
 	klog.LogToStderr(false)
@@ -768,26 +662,13 @@ func TestLoopTLSResetAfterBadRecord(t *testing.T) {
 	}
 }
 
-// stoppableTLSHarness is stoppableHarness with the HTTPS listener as well.
-func stoppableTLSHarness(t *testing.T) (h *harness, stop func() error) {
-	t.Helper()
-	h = newHarness(t)
-	return h, h.stop
-}
-
 // TestLoopTLSShutdown: stopping the Ingress closes the loops' idle TLS connections with
 // close_notify, lets a request in flight finish, then closes its connection the same way.
 func TestLoopTLSShutdown(t *testing.T) {
 	t.Parallel()
-	h, stop := stoppableTLSHarness(t)
-	arrived, release := make(chan struct{}), make(chan struct{})
-	be := startBackend(t, "slow", false, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived <- struct{}{}
-			<-release
-		}
-		io.WriteString(w, "done "+r.URL.Path)
-	})
+	h := newHarness(t)
+	stop := h.stop
+	be, arrived, release := holdingBackend(t)
 	h.apply(simple("", "slow", be.addr))
 	type conn struct {
 		rc  *rawConn

@@ -1,7 +1,6 @@
 package lbip
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,12 +11,12 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/baregate/baregate/internal/cluster"
+	"github.com/baregate/baregate/internal/testutil"
 	"github.com/baregate/baregate/lbip/internal/nettest"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
@@ -95,38 +94,20 @@ func reportLive(ctx context.Context, lb *LB) {
 	}
 }
 
-// syncBuffer is a log buffer written by a process's output copier and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // gatewayLab is a LAN with a client and three gateway processes.
 type gatewayLab struct {
 	lab    *nettest.Lab
 	client string
 	nodes  map[string]string // name -> namespace
 	procs  map[string]*exec.Cmd
-	logs   map[string]*syncBuffer
+	logs   map[string]*testutil.SyncBuffer
 	// failedAt is when the last measured failure was applied.
 	failedAt time.Time
 }
 
 func startGateways(tb testing.TB) *gatewayLab {
 	l := nettest.New(tb)
-	g := &gatewayLab{lab: l, nodes: map[string]string{}, procs: map[string]*exec.Cmd{}, logs: map[string]*syncBuffer{}}
+	g := &gatewayLab{lab: l, nodes: map[string]string{}, procs: map[string]*exec.Cmd{}, logs: map[string]*testutil.SyncBuffer{}}
 	g.client, _ = l.Host("c", "br0", "eth0", "192.0.2.101/24", "2001:db8:0:1::101/64")
 	l.IP(g.client, "route", "add", "203.0.113.0/24", "dev", "eth0")
 	l.IP(g.client, "-6", "route", "add", "2001:db8:0:2::/64", "dev", "eth0")
@@ -143,7 +124,7 @@ func startGateways(tb testing.TB) *gatewayLab {
 	for name, ns := range g.nodes {
 		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), nodeEnv+"="+name, nodesEnv+"="+strings.Join(list, ","))
-		g.logs[name] = &syncBuffer{}
+		g.logs[name] = &testutil.SyncBuffer{}
 		cmd.Stdout, cmd.Stderr = g.logs[name], g.logs[name]
 		if err := cmd.Start(); err != nil {
 			tb.Fatal(err)
